@@ -1,0 +1,125 @@
+"""Models: every architecture is created through timm's registry, the project's own included.
+
+The project registers the classics its users learn from (`softmax_regression`, `mlp`,
+`vgg_style`) and its fast default (`kcv_cnn`) with `timm.models.register_model`, so
+`model: resnet18` and `model: kcv_cnn` are built the same way by `build_model`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+
+import timm
+import torch
+from timm.models import register_model
+from torch import nn
+
+class ModelError(ValueError):
+    """`model` names no architecture in timm's registry."""
+
+
+# Models of ours whose first layer depends on the image size (a flattened input).
+_TAKES_IMG_SIZE = {"softmax_regression", "mlp", "vgg_style"}
+
+
+def _cfg(**kwargs) -> dict:
+    return {"num_classes": 10, "input_size": (1, 28, 28), "mean": (0.5,), "std": (0.5,), **kwargs}
+
+
+def _conv_bn_relu(in_chans: int, out_chans: int) -> list[nn.Module]:
+    return [nn.Conv2d(in_chans, out_chans, 3, padding=1, bias=False), nn.BatchNorm2d(out_chans), nn.ReLU(inplace=True)]
+
+
+class _Classifier(nn.Module):
+    """A features trunk and a linear head, with timm's classifier interface."""
+
+    def __init__(self, features: nn.Module, num_features: int, num_classes: int, drop_rate: float) -> None:
+        super().__init__()
+        self.features = features
+        self.num_features = num_features
+        self.num_classes = num_classes
+        self.drop = nn.Dropout(drop_rate)
+        self.fc = nn.Linear(num_features, num_classes) if num_classes else nn.Identity()
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.features(x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(x)
+        return x if pre_logits else self.fc(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, num_classes)
+        return self.forward_head(self.forward_features(x))
+
+    def get_classifier(self) -> nn.Module:
+        return self.fc
+
+    def reset_classifier(self, num_classes: int) -> None:
+        self.num_classes = num_classes
+        self.fc = nn.Linear(self.num_features, num_classes) if num_classes else nn.Identity()
+
+
+@register_model
+def kcv_cnn(num_classes: int = 10, in_chans: int = 1, width: int = 16, drop_rate: float = 0.2, **_) -> nn.Module:
+    """Small, fast CNN: two Conv-BN-ReLU pairs per stage, two stages, global average pooling."""
+    w1, w2 = width, 2 * width
+    features = nn.Sequential(
+        *_conv_bn_relu(in_chans, w1), *_conv_bn_relu(w1, w1), nn.MaxPool2d(2),
+        *_conv_bn_relu(w1, w2), *_conv_bn_relu(w2, w2), nn.MaxPool2d(2),
+        *_conv_bn_relu(w2, 2 * w2),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+    )  # fmt: skip
+    model = _Classifier(features, 2 * w2, num_classes, drop_rate)
+    model.pretrained_cfg = _cfg(num_classes=num_classes)
+    return model
+
+
+@register_model
+def softmax_regression(num_classes: int = 10, in_chans: int = 1, img_size: int = 28, **_) -> nn.Module:
+    """Multinomial logistic regression: one linear layer on the flattened pixels."""
+    model = _Classifier(nn.Flatten(), in_chans * img_size * img_size, num_classes, 0.0)
+    model.pretrained_cfg = _cfg(num_classes=num_classes, input_size=(in_chans, img_size, img_size))
+    return model
+
+
+@register_model
+def mlp(
+    num_classes: int = 10, in_chans: int = 1, img_size: int = 28, hidden: int = 256, drop_rate: float = 0.2, **_
+) -> nn.Module:
+    """Two hidden ReLU layers on the flattened pixels, as in the MNIST tutorials."""
+    features = nn.Sequential(
+        nn.Flatten(),
+        nn.Linear(in_chans * img_size * img_size, hidden), nn.ReLU(inplace=True), nn.Dropout(drop_rate),
+        nn.Linear(hidden, hidden // 2), nn.ReLU(inplace=True),
+    )  # fmt: skip
+    model = _Classifier(features, hidden // 2, num_classes, drop_rate)
+    model.pretrained_cfg = _cfg(num_classes=num_classes, input_size=(in_chans, img_size, img_size))
+    return model
+
+
+@register_model
+def vgg_style(num_classes: int = 11, in_chans: int = 3, img_size: int = 128, drop_rate: float = 0.5, **_) -> nn.Module:
+    """The Food-11 homework's network: Conv-BN-ReLU-MaxPool blocks (64..512) and a fully connected head."""
+    n_blocks = max(1, min(5, int(math.log2(img_size)) - 1))  # stop pooling at 2x2 or larger
+    widths = [64, 128, 256, 512, 512][:n_blocks]
+    layers: list[nn.Module] = []
+    prev = in_chans
+    for width in widths:
+        layers += [*_conv_bn_relu(prev, width), nn.MaxPool2d(2)]
+        prev = width
+    side = img_size // 2**n_blocks
+    layers += [nn.Flatten(), nn.Linear(prev * side * side, 1024), nn.ReLU(inplace=True), nn.Dropout(drop_rate)]
+    layers += [nn.Linear(1024, 512), nn.ReLU(inplace=True)]
+    model = _Classifier(nn.Sequential(*layers), 512, num_classes, drop_rate)
+    model.pretrained_cfg = _cfg(num_classes=num_classes, input_size=(in_chans, img_size, img_size))
+    return model
+
+
+def build_model(*, name: str, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
+    """Create `name` from timm's registry with the data's channel and class counts, no pretrained weights."""
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=5)
+        raise ModelError(f"model: unknown model {name!r}; closest names in timm's registry: {', '.join(close)}")
+    extra = {"img_size": img_size} if name in _TAKES_IMG_SIZE else {}
+    return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **extra)

@@ -1,0 +1,184 @@
+"""The one strict, typed reader of `params.yaml`.
+
+Every knob lives in `params.yaml`; code reads it only through the frozen `Params` object built
+here. The loader rejects unknown keys, wrong types and out-of-range values, reporting every
+problem at once with the key's dotted path and what is allowed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+PARAMS_FILE = Path("params.yaml")
+
+
+class ParamsError(ValueError):
+    """`params.yaml` is invalid; the message lists every problem, one per line."""
+
+
+def _range(ge: float | None = None, gt: float | None = None, le: float | None = None) -> dict:
+    return {"ge": ge, "gt": gt, "le": le}
+
+
+@dataclass(frozen=True)
+class DataParams:
+    """Where the competition comes from (`data:` section)."""
+
+    source: Literal["digits"] = "digits"
+    layout: Literal["auto", "pixel_csv"] = "auto"
+    channels: int = field(default=0, metadata=_range(ge=0, le=4))  # 0: follow the data
+    test_fraction: float = field(default=0.2, metadata=_range(gt=0.0, le=0.9))  # digits only
+
+
+@dataclass(frozen=True)
+class Params:
+    """Everything in `params.yaml`. Top-level keys are the everyday knobs (`dvc exp run -S lr=…`)."""
+
+    seed: int = 42
+    n_folds: int = field(default=5, metadata=_range(ge=2))
+    model: str = "kcv_cnn"
+    img_size: int = field(default=16, metadata=_range(ge=1))
+    epochs: int = field(default=30, metadata=_range(ge=1))
+    batch_size: int = field(default=64, metadata=_range(ge=1))
+    lr: float = field(default=3.0e-3, metadata=_range(gt=0.0))
+    weight_decay: float = field(default=5.0e-4, metadata=_range(ge=0.0))
+    optimizer: Literal["adamw", "sgd"] = "adamw"
+    momentum: float = field(default=0.9, metadata=_range(ge=0.0, le=1.0))  # SGD only
+    scheduler: Literal["cosine", "none"] = "cosine"
+    warmup_epochs: int = field(default=1, metadata=_range(ge=0))
+    label_smoothing: float = field(default=0.0, metadata=_range(ge=0.0, le=1.0))
+    patience: int = field(default=8, metadata=_range(ge=0))  # epochs without improvement
+    monitor: Literal["valid_loss", "valid_accuracy"] = "valid_loss"
+    amp: Literal["auto", "on", "off"] = "auto"  # auto: on with CUDA, off on CPU
+    num_workers: int = field(default=0, metadata=_range(ge=0))
+    data: DataParams = DataParams()
+    # albumentations pipelines: a list of {TransformName: {argument: value}}
+    augment: list[dict[str, dict[str, Any]]] = field(default_factory=list)
+
+
+def load_params(path: Path | str = PARAMS_FILE) -> Params:
+    """Read and validate `path`; raise `ParamsError` naming every bad key."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamsError(f"{path} not found: run from the repository root, where params.yaml lives")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path} is not valid YAML: {err}") from err
+    errors: list[str] = []
+    params = _build(Params, raw, "", errors)
+    if errors:
+        raise ParamsError(f"{path} has {len(errors)} problem(s):\n" + "\n".join(f"  - {e}" for e in errors))
+    return params
+
+
+def _build(cls: type, raw: Any, prefix: str, errors: list[str]) -> Any:
+    if not isinstance(raw, dict):
+        errors.append(f"{prefix.rstrip('.') or 'params.yaml'}: expected a mapping of keys, got {raw!r}")
+        return cls()
+    hints = typing.get_type_hints(cls)
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else ""
+            errors.append(f"{prefix}{key}: unknown key{hint}; allowed: {', '.join(known)}")
+    values = {}
+    for name, f in known.items():
+        if name not in raw:
+            continue
+        key = prefix + name
+        value = _convert(hints[name], raw[name], key, errors)
+        if value is not _INVALID:
+            _check_range(f.metadata, value, key, errors)
+            values[name] = value
+    return cls(**values)
+
+
+_INVALID = object()
+
+
+def _convert(tp: Any, value: Any, key: str, errors: list[str]) -> Any:
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key + ".", errors)
+    if origin is Literal:
+        allowed = typing.get_args(tp)
+        if value in allowed:
+            return value
+        close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
+        hint = f" (did you mean {close[0]}?)" if close else ""
+        errors.append(f"{key}: {value!r} is not allowed{hint}; choose one of {', '.join(map(str, allowed))}")
+        return _INVALID
+    if origin in (typing.Union, types.UnionType):
+        for option in typing.get_args(tp):
+            trial: list[str] = []
+            converted = _convert(option, value, key, trial)
+            if not trial:
+                return converted
+        errors.append(f"{key}: {value!r} does not fit {_describe(tp)}")
+        return _INVALID
+    if origin is list:
+        if not isinstance(value, list):
+            errors.append(f"{key}: expected a list, got {value!r}")
+            return _INVALID
+        (item_tp,) = typing.get_args(tp)
+        items = [_convert(item_tp, v, f"{key}[{i}]", errors) for i, v in enumerate(value)]
+        return _INVALID if _INVALID in items else items
+    if origin is dict:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            errors.append(f"{key}: expected a mapping, got {value!r}")
+            return _INVALID
+        _, val_tp = typing.get_args(tp)
+        out = {str(k): _convert(val_tp, v, f"{key}.{k}", errors) for k, v in value.items()}
+        return _INVALID if _INVALID in out.values() else out
+    return _convert_scalar(tp, value, key, errors)
+
+
+def _convert_scalar(tp: Any, value: Any, key: str, errors: list[str]) -> Any:
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if tp in (int, float) and isinstance(value, bool):
+        pass  # YAML's yes/no are not numbers
+    elif isinstance(value, tp):
+        return value
+    hint = ""
+    if tp is float and isinstance(value, str):
+        try:
+            float(value)
+            hint = " (YAML reads '3e-4' as text: write it with a dot, 3.0e-4)"
+        except ValueError:
+            pass
+    errors.append(f"{key}: expected {_describe(tp)}, got {value!r}{hint}")
+    return _INVALID
+
+
+def _describe(tp: Any) -> str:
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return " or ".join(_describe(t) for t in typing.get_args(tp))
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(map(str, typing.get_args(tp)))
+    return {int: "an integer", float: "a number", str: "text", bool: "true or false"}.get(tp, str(tp))
+
+
+def _check_range(meta: typing.Mapping, value: Any, key: str, errors: list[str]) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return
+    if meta.get("ge") is not None and value < meta["ge"]:
+        errors.append(f"{key}: {value} is too small; it must be at least {meta['ge']}")
+    if meta.get("gt") is not None and value <= meta["gt"]:
+        errors.append(f"{key}: {value} is too small; it must be greater than {meta['gt']}")
+    if meta.get("le") is not None and value > meta["le"]:
+        errors.append(f"{key}: {value} is too large; it must be at most {meta['le']}")

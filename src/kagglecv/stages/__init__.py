@@ -1,0 +1,1 @@
+"""One module per DVC stage, named after the stage in dvc.yaml."""

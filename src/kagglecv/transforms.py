@@ -1,0 +1,75 @@
+"""Augmentation pipelines, declared in `params.yaml` and built with albumentations.
+
+`augment:` is a list of `{TransformName: {argument: value}}` entries applied, in order, to
+training images (uint8, (H, W, C), already resized to `img_size`). Names and arguments are
+checked against albumentations itself, so a misspelt one stops with a message naming it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+from typing import Any
+
+import albumentations as A
+import numpy as np
+import torch
+
+
+class TransformError(ValueError):
+    """An `augment:` entry names a transform or argument albumentations does not have."""
+
+
+def _transform_names() -> list[str]:
+    return sorted(
+        name
+        for name, obj in vars(A).items()
+        if inspect.isclass(obj) and issubclass(obj, A.BasicTransform) and not name.startswith("_")
+    )
+
+
+def build_transforms(*, spec: list[dict[str, dict[str, Any]]], seed: int, key: str = "augment") -> A.Compose:
+    """Build an albumentations `Compose` from `spec`, seeded so a run can be repeated exactly."""
+    names = _transform_names()
+    transforms = []
+    for i, entry in enumerate(spec):
+        if len(entry) != 1:
+            raise TransformError(f"{key}[{i}]: each entry is one {{TransformName: {{argument: value}}}}, got {entry!r}")
+        ((name, args),) = entry.items()
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=3)
+            raise TransformError(f"{key}[{i}]: albumentations has no transform {name!r}; closest: {', '.join(close)}")
+        cls = getattr(A, name)
+        allowed = [p for p in inspect.signature(cls.__init__).parameters if p not in ("self", "args", "kwargs")]
+        for arg in args or {}:
+            if arg not in allowed:
+                close = difflib.get_close_matches(arg, allowed, n=3)
+                raise TransformError(
+                    f"{key}[{i}].{name}: no argument {arg!r}; closest: {', '.join(close) or ', '.join(allowed)}"
+                )
+        try:
+            transforms.append(cls(**(args or {})))
+        except (TypeError, ValueError) as err:  # pydantic's ValidationError is a ValueError
+            raise TransformError(f"{key}[{i}].{name}: {err}") from err
+    return A.Compose(transforms, seed=seed)
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """uint8 images (N, H, W, C) and integer labels; yields ((C, H, W) uint8 tensor, label)."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray | None, transform: A.Compose | None = None) -> None:
+        self.images = images
+        self.labels = labels
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = self.images[i]
+        if self.transform is not None:
+            image = self.transform(image=image)["image"]
+            if image.ndim == 2:  # some transforms drop a single channel axis
+                image = image[:, :, None]
+        label = -1 if self.labels is None else int(self.labels[i])
+        return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))), label  # (H, W, C) -> (C, H, W)
