@@ -1,0 +1,55 @@
+from pathlib import Path
+
+import pytest
+
+from kagglecv.params import Params, ParamsError, load_params
+from tests.conftest import REPO
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "params.yaml"
+    path.write_text(text)
+    return path
+
+
+def test_repository_params_load_and_everyday_knobs_are_top_level():
+    params = load_params(REPO / "params.yaml")
+    assert isinstance(params, Params)
+    raw = (REPO / "params.yaml").read_text().splitlines()
+    for key in ("seed", "n_folds", "model", "img_size", "epochs", "batch_size", "lr"):
+        assert any(line.startswith(f"{key}:") for line in raw), key
+
+
+def test_unknown_key_is_named_with_suggestion(tmp_path):
+    with pytest.raises(ParamsError, match=r"lrr: unknown key \(did you mean lr\?\)"):
+        load_params(write(tmp_path, "lrr: 0.1\n"))
+
+
+def test_wrong_type_and_yaml_exponent_string(tmp_path):
+    with pytest.raises(ParamsError) as err:
+        load_params(write(tmp_path, "lr: 3e-4\nepochs: ten\n"))
+    message = str(err.value)
+    assert "lr: expected a number, got '3e-4'" in message and "3.0e-4" in message
+    assert "epochs: expected an integer, got 'ten'" in message
+    assert "2 problem(s)" in message
+
+
+def test_out_of_range_values_and_nested_keys_are_named(tmp_path):
+    with pytest.raises(ParamsError) as err:
+        load_params(write(tmp_path, "n_folds: 1\nlr: 0.0\ndata:\n  source: kagle\n  colour: 3\n"))
+    message = str(err.value)
+    assert "n_folds: 1 is too small; it must be at least 2" in message
+    assert "lr: 0.0 is too small; it must be greater than 0.0" in message
+    assert "data.source: 'kagle' is not allowed" in message
+    assert "data.colour: unknown key" in message
+
+
+def test_ints_are_accepted_as_floats_but_bools_are_not_numbers(tmp_path):
+    assert load_params(write(tmp_path, "lr: 1\n")).lr == 1.0
+    with pytest.raises(ParamsError, match="batch_size: expected an integer, got True"):
+        load_params(write(tmp_path, "batch_size: yes\n"))
+
+
+def test_missing_file_says_where_to_run(tmp_path):
+    with pytest.raises(ParamsError, match="repository root"):
+        load_params(tmp_path / "nope.yaml")

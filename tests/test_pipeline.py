@@ -1,0 +1,88 @@
+"""The stages' run() functions chained on tiny data: artifacts keep their contracts."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from kagglecv.models import build_model
+from kagglecv.stages import evaluate, predict, split, train
+
+
+@pytest.fixture(scope="module")
+def trained(digits_raw, tmp_path_factory):
+    import dataclasses
+
+    from kagglecv.params import Params
+
+    params = dataclasses.replace(Params(), n_folds=2, epochs=2, img_size=8, batch_size=32, patience=1, warmup_epochs=0)
+    out = tmp_path_factory.mktemp("run")
+    paths = {
+        "folds": out / "folds.csv", "models": out / "models", "oof": out / "oof.csv", "live": out / "dvclive",
+        "train_metrics": out / "train.json", "cv": out / "cv.json", "confusion": out / "confusion.csv",
+        "submission": out / "submission.csv", "probs": out / "test_probs.csv", "lb": out / "lb.json",
+    }  # fmt: skip
+    split.run(params, raw_dir=digits_raw, out_path=paths["folds"])
+    summary = train.run(
+        params, raw_dir=digits_raw, folds_path=paths["folds"], models_dir=paths["models"], oof_path=paths["oof"],
+        live_dir=paths["live"], metrics_path=paths["train_metrics"],
+    )  # fmt: skip
+    evaluate.run(oof_path=paths["oof"], metrics_path=paths["cv"], confusion_path=paths["confusion"])
+    predict.run(
+        params, raw_dir=digits_raw, models_dir=paths["models"], submission_path=paths["submission"],
+        probs_path=paths["probs"], metrics_path=paths["lb"],
+    )  # fmt: skip
+    return params, paths, summary
+
+
+def test_checkpoints_describe_themselves(trained):
+    params, paths, _ = trained
+    ckpts = sorted(paths["models"].glob("fold*.pt"))
+    assert [p.name for p in ckpts] == ["fold0.pt", "fold1.pt"]
+    ckpt = torch.load(ckpts[0], weights_only=False)
+    assert ckpt["classes"] == [str(i) for i in range(10)]
+    assert (ckpt["model"], ckpt["img_size"], ckpt["in_chans"]) == (params.model, 8, 1)
+    model = build_model(name=ckpt["model"], num_classes=10, in_chans=1, img_size=8)
+    model.load_state_dict(ckpt["state_dict"])  # rebuilt from the file alone
+
+
+def test_oof_covers_every_training_image_once(trained, digits_raw):
+    _, paths, _ = trained
+    oof = pd.read_csv(paths["oof"], dtype={"id": str, "label": str})
+    folds = pd.read_csv(paths["folds"], dtype={"id": str, "label": str})
+    assert oof["id"].tolist() == folds["id"].tolist()
+    assert oof["fold"].tolist() == folds["fold"].tolist()
+    probs = oof[[str(i) for i in range(10)]].to_numpy()
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-4)
+
+
+def test_metrics_have_the_documented_keys(trained):
+    _, paths, summary = trained
+    cv = json.loads(paths["cv"].read_text())["cv"]
+    assert {"accuracy", "macro_f1", "log_loss", "folds"} <= cv.keys()
+    assert set(cv["folds"]) == {"0", "1"}
+    assert 0.5 < cv["accuracy"] <= 1.0  # two epochs on 8x8 digits already learn
+    lb = json.loads(paths["lb"].read_text())["leaderboard"]
+    assert 0.5 < lb["accuracy"] <= 1.0
+    assert set(summary["folds"]) == {"0", "1"}
+    confusion = pd.read_csv(paths["confusion"])
+    assert list(confusion.columns) == ["actual", "predicted"]
+
+
+def test_learning_curves_are_logged_per_fold(trained):
+    _, paths, _ = trained
+    for fold in (0, 1):
+        curve = pd.read_csv(paths["live"] / f"fold{fold}/plots/metrics/valid/loss.tsv", sep="\t")
+        assert len(curve) >= 1 and {"step", "loss"} <= set(curve.columns)
+
+
+def test_submission_matches_the_sample_submission(trained, digits_raw):
+    _, paths, _ = trained
+    sample_text = (digits_raw / "sample_submission.csv").read_text().splitlines()
+    sub_text = paths["submission"].read_text().splitlines()
+    assert sub_text[0] == sample_text[0]
+    assert [line.split(",")[0] for line in sub_text] == [line.split(",")[0] for line in sample_text]
+    labels = pd.read_csv(paths["submission"])["Label"]
+    assert labels.dtype.kind == "i" and set(labels) <= set(range(10))
