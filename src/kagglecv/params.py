@@ -58,7 +58,8 @@ class Params:
     patience: int = field(default=8, metadata=_range(ge=0))  # epochs without improvement
     monitor: Literal["valid_loss", "valid_accuracy"] = "valid_loss"
     amp: Literal["auto", "on", "off"] = "auto"  # auto: on with CUDA, off on CPU
-    num_workers: int = field(default=0, metadata=_range(ge=0))
+    loader: Literal["auto", "tensor", "dataloader"] = "auto"  # see kagglecv.loaders
+    num_workers: int = field(default=0, metadata=_range(ge=0))  # dataloader path only
     data: DataParams = DataParams()
     # albumentations pipelines: a list of {TransformName: {argument: value}}
     augment: list[dict[str, dict[str, Any]]] = field(default_factory=list)

@@ -26,7 +26,7 @@ from kagglecv.loaders import eval_batches, train_batches
 from kagglecv.models import ModelError, build_model
 from kagglecv.params import Params, ParamsError, load_params
 from kagglecv.runtime import main_of, seed_everything
-from kagglecv.transforms import TransformError, build_transforms
+from kagglecv.transforms import TransformError
 
 log = logging.getLogger("kagglecv.train")
 
@@ -79,15 +79,15 @@ def run(
         seed_everything(params.seed + fold)
         valid = folds["fold"].to_numpy() == fold
         model = build_model(name=params.model, num_classes=len(classes), in_chans=images.shape[-1], img_size=params.img_size)
-        transform = build_transforms(spec=params.augment, seed=params.seed + fold)
         batches = train_batches(
-            images[~valid], labels[~valid], transform, batch_size=params.batch_size, seed=params.seed,
-            fold=fold, num_workers=params.num_workers,
+            images[~valid], labels[~valid], params.augment, batch_size=params.batch_size, seed=params.seed,
+            fold=fold, num_workers=params.num_workers, loader=params.loader, device=precision.device,
         )  # fmt: skip
+        valid_batches = eval_batches(images[valid], batch_size=params.batch_size, device=precision.device)
         with Live(dir=str(live_dir / f"fold{fold}"), dvcyaml=None, save_dvc_exp=False, report=None) as live:
             progress = _epoch_logger(live, fold, n_folds, params.epochs, started)
             result = fit(
-                model, batches, lambda: eval_batches(images[valid], batch_size=params.batch_size),
+                model, batches, lambda: valid_batches,
                 labels[valid], config=fit_config(params), precision=precision,
                 mean=torch.tensor(mean), std=torch.tensor(std), on_epoch=progress,
             )  # fmt: skip
