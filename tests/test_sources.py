@@ -210,3 +210,13 @@ def test_torchvision_colour_becomes_cifar_image_folders_with_class_names(
 def test_torchvision_unknown_name_lists_the_choices(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="data.name: 'ImageNet21k' is not supported; choose one of MNIST"):
         fetch_torchvision("ImageNet21k", tmp_path / "raw")
+
+
+def test_user_solution_is_copied_in_and_scored(tmp_path: Path) -> None:
+    archive = tmp_path / "closed.zip"
+    write_pixel_zip(archive)
+    truth = tmp_path / "truth.csv"
+    truth.write_text("ImageId,Label,Usage\n1,0,Public\n2,1,Public\n3,2,Private\n4,0,Private\n")
+    run_pipeline(tiny_params(source="local", path=str(archive), solution=str(truth)), tmp_path / "run")
+    assert (tmp_path / "run/data/raw/solution.csv").read_text() == truth.read_text()
+    assert set(pd.read_json(tmp_path / "run/leaderboard.json")["leaderboard"].index) == {"accuracy"}
