@@ -107,7 +107,8 @@ def test_labels_csv_dog_breed_with_nested_zips_and_probability_columns(tmp_path:
         for name in ("labels.csv", "sample_submission.csv"):
             outer.writestr(f"{name}.zip", _zip_bytes(tmp_path / f"{name}.zip", folder / name))
     raw_sample = tmp_path / "run/data/raw/sample_submission.csv"
-    got = assert_matches_sample(run_pipeline(tiny_params(source="local", path=str(archive)), tmp_path / "run"), raw_sample, set())
+    submission = run_pipeline(tiny_params(source="local", path=str(archive)), tmp_path / "run")
+    got = assert_matches_sample(submission, raw_sample, set())
     assert list(got.columns[1:]) == breeds
     competition = read_competition(tmp_path / "run/data/raw")
     assert competition.train_ids == ids and competition.train_labels == labels

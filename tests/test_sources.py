@@ -1,4 +1,5 @@
-"""Sources: safe zip extraction, the Kaggle client with only its network calls replaced, torchvision from seeded files."""
+"""Sources: safe zip extraction, the Kaggle client with only its network calls replaced, torchvision
+from files seeded where it looks first."""
 
 from __future__ import annotations
 
@@ -120,7 +121,7 @@ def _http_error(status: int) -> requests.HTTPError:
     [
         (SystemExit(1), "^no Kaggle credentials found: set KAGGLE_USERNAME and KAGGLE_KEY"),
         (_http_error(401), r"^Kaggle rejected the credentials \(HTTP 401\)"),
-        (_http_error(403), r"^Kaggle refused to hand out 'digit-recognizer' \(HTTP 403\): accept the competition's rules"),
+        (_http_error(403), r"^Kaggle refused to hand out 'digit-recognizer' \(HTTP 403\): accept the .* rules"),
         (requests.ConnectionError("Max retries exceeded"), r"^cannot reach Kaggle .*\(no network connection\)"),
     ],
 )
@@ -165,7 +166,8 @@ def seed_mnist(raw: Path, name: str) -> np.ndarray:
 def test_torchvision_test_split_becomes_test_part_and_solution(tmp_path: Path, name: str) -> None:
     raw = tmp_path / "data/raw"
     test_labels = seed_mnist(raw, name)
-    assert download.run(tiny_params(source="torchvision", name=name), out_dir=raw) == {"train_images": 12, "test_images": 5}
+    summary = download.run(tiny_params(source="torchvision", name=name), out_dir=raw)
+    assert summary == {"train_images": 12, "test_images": 5}
     solution = pd.read_csv(raw / "solution.csv", dtype=str)
     assert solution["ImageId"].tolist() == ["1", "2", "3", "4", "5"]
     assert solution["Label"].tolist() == [str(y) for y in test_labels]
@@ -202,7 +204,8 @@ def test_torchvision_colour_becomes_cifar_image_folders_with_class_names(
     competition = read_competition(tmp_path / "raw")
     assert competition.train_labels == ["airplane", "automobile", "bird"] * 3
     assert competition.test_ids == ["1", "2", "3", "4"]
-    assert pd.read_csv(tmp_path / "raw/solution.csv")["label"].tolist() == ["airplane", "automobile", "bird", "airplane"]
+    solution = pd.read_csv(tmp_path / "raw/solution.csv")
+    assert solution["label"].tolist() == ["airplane", "automobile", "bird", "airplane"]
     images = competition.test_images.load(img_size=32)
     np.testing.assert_array_equal(images[0], FakeCIFAR10("", train=False, download=False).data[0])  # RGB kept
 

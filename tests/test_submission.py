@@ -37,7 +37,8 @@ def test_label_submission_keeps_id_text_order_and_label_spelling(tmp_path: Path)
 
 
 def test_probability_submission_follows_sample_columns_sums_to_one_and_is_clipped(tmp_path: Path) -> None:
-    sample = read_sample_submission(write(tmp_path / "s.csv", "id,Maize,Black-grass,Loose Silky-bent\na,0,0,0\nb,0,0,0\n"))
+    text = "id,Maize,Black-grass,Loose Silky-bent\na,0,0,0\nb,0,0,0\n"
+    sample = read_sample_submission(write(tmp_path / "s.csv", text))
     probs = np.array([[1.0, 0.0, 0.0], [0.2, 0.3, 0.5]])
     frame = make_submission(sample, ["a", "b"], probs, CLASSES)
     assert frame.columns.tolist() == ["id", "Maize", "Black-grass", "Loose Silky-bent"]

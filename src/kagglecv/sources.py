@@ -62,7 +62,8 @@ def write_pixel_competition(
     pd.DataFrame({"ImageId": image_ids, "Label": 0}).to_csv(
         out_dir / "sample_submission.csv", index=False, lineterminator="\n"
     )
-    pd.DataFrame({"ImageId": image_ids, "Label": test_y}).to_csv(out_dir / "solution.csv", index=False, lineterminator="\n")
+    solution = pd.DataFrame({"ImageId": image_ids, "Label": test_y})
+    solution.to_csv(out_dir / "solution.csv", index=False, lineterminator="\n")
 
 
 def write_digits(out_dir: Path, *, test_fraction: float) -> None:

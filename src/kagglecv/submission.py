@@ -83,7 +83,8 @@ def read_solution(path: Path, id_column: str, answer_columns: list[str]) -> pd.S
     elif len(rest) == 1 or (len(answer_columns) == 1 and answer_columns[0] in rest):
         true = solution[answer_columns[0] if answer_columns[0] in rest else rest[0]]
     else:
-        raise SubmissionError(f"{path}: needs an id column and one column of true labels (found {list(solution.columns)})")
+        found = ", ".join(solution.columns)
+        raise SubmissionError(f"{path}: needs an id column and one column of true labels, found {found}")
     if solution[key].duplicated().any():
         raise SubmissionError(f"{path}: the id column {key!r} repeats ids; each test id needs one row")
     return pd.Series(true.to_numpy(), index=solution[key].to_numpy())
