@@ -4,14 +4,13 @@
 them), test ids in the sample submission's order, where the sample submission (and, for closed
 competitions, the solution) lives, and the images of both parts as `ImageSource`s that load
 into uint8 arrays (N, img_size, img_size, C). Stages see only this description, so a new layout
-plugs in here without touching them.
+plugs in (in `layouts.py`) without touching them.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -19,8 +18,13 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from kagglecv.artifacts import atomic_path
+
 RAW_DIR = Path("data/raw")
 FOLDS_FILE = Path("data/folds.csv")
+CACHE_DIR_NAME = "cache"  # decoded images live in data/cache/, beside data/raw/
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
+TRAIN_ONLY_FOLD = -1  # folds.csv: trained on by every model, validated by none (a holdout split's training rows)
 
 
 class CompetitionError(ValueError):
@@ -45,6 +49,7 @@ class Competition:
     solution: Path | None
     train_images: ImageSource
     test_images: ImageSource
+    valid_ids: frozenset[str] = frozenset()  # training ids the competition ships as a validation folder
 
     @property
     def classes(self) -> list[str]:
@@ -71,6 +76,69 @@ class ArrayImages:
 
     def load(self, *, img_size: int, channels: int = 0) -> np.ndarray:
         return resize_images(convert_channels(self.array, channels), img_size)
+
+
+@dataclass(frozen=True)
+class FileImages:
+    """Image files (PNG, JPEG, WebP, BMP; grey, colour or with alpha; any size), decoded and resized
+    once per (img_size, channels): kept in memory and, with `cache_dir`, as an .npy keyed by the
+    files' paths, sizes and modification times."""
+
+    paths: tuple[Path, ...]
+    cache_dir: Path | None = None
+    _loaded: dict[tuple[int, int], np.ndarray] = field(default_factory=dict, compare=False, repr=False)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def load(self, *, img_size: int, channels: int = 0) -> np.ndarray:
+        key = (img_size, channels)
+        if key not in self._loaded:
+            self._loaded[key] = self._load_cached(img_size, channels)
+        return self._loaded[key]
+
+    def _load_cached(self, img_size: int, channels: int) -> np.ndarray:
+        if self.cache_dir is None:
+            return decode_images(self.paths, img_size=img_size, channels=channels)
+        digest = hashlib.sha1(f"{img_size} {channels}".encode())
+        for path in self.paths:
+            stat = path.stat()
+            digest.update(f"\n{path.resolve()} {stat.st_size} {stat.st_mtime_ns}".encode())
+        cached = self.cache_dir / f"images-{digest.hexdigest()[:16]}.npy"
+        if cached.exists():
+            return np.load(cached)
+        images = decode_images(self.paths, img_size=img_size, channels=channels)
+        with atomic_path(cached) as tmp, open(tmp, "wb") as f:
+            np.save(f, images)
+        return images
+
+
+def decode_image(path: Path) -> np.ndarray:
+    """One image file as uint8 (H, W, C), C = 1 (grey) or 3 (RGB; alpha dropped)."""
+    image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
+    if image is None:
+        raise CompetitionError(f"{path}: not a readable image (PNG, JPEG, WebP or BMP); replace or remove it")
+    if image.dtype == np.uint16:  # 16-bit PNG
+        image = (image >> 8).astype(np.uint8)
+    elif image.dtype != np.uint8:
+        raise CompetitionError(f"{path}: {image.dtype} pixels are not supported; save it as 8-bit")
+    if image.ndim == 2:
+        return image[..., None]
+    if image.shape[2] == 1:
+        return image
+    code = cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
+    return cv2.cvtColor(image, code)
+
+
+def decode_images(paths: tuple[Path, ...] | list[Path], *, img_size: int, channels: int = 0) -> np.ndarray:
+    """uint8 (N, img_size, img_size, C); `channels` 0: 3 if any image is in colour, else 1."""
+    resized = [resize_images(decode_image(p)[None], img_size) for p in paths]  # each (1, S, S, C)
+    if channels == 0:
+        channels = max((r.shape[-1] for r in resized), default=1)
+    out = np.empty((len(resized), img_size, img_size, channels), np.uint8)
+    for i, image in enumerate(resized):
+        out[i] = convert_channels(image, channels)[0]
+    return out
 
 
 def convert_channels(images: np.ndarray, channels: int) -> np.ndarray:
@@ -101,12 +169,19 @@ def resize_images(images: np.ndarray, img_size: int) -> np.ndarray:
     return out
 
 
-def find_sample_submission(root: Path) -> Path:
-    """The sample submission: `sample_submission*.csv` or `sampleSubmission*.csv`, any case."""
-    found = sorted(p for p in root.rglob("*.csv") if p.stem.lower().replace("_", "").startswith("samplesubmission"))
-    if not found:
-        raise CompetitionError(f"{root}: no sample submission CSV found (expected sample_submission.csv)")
-    return found[0]
+def find_sample_submission(root: Path, test_keys: set[str] | None = None) -> Path:
+    """The sample submission: `sample_submission*.csv` / `sampleSubmission*.csv` (any case), or else
+    the one CSV whose first column holds only test ids (`test_keys`: test file names and stems)."""
+    csvs = sorted(p for p in root.rglob("*.csv") if p.name != "solution.csv")
+    named = [p for p in csvs if p.stem.lower().replace("_", "").startswith("samplesubmission")]
+    if named:
+        return named[0]
+    if test_keys:
+        for path in csvs:
+            ids = read_ids(path)
+            if ids and all(i in test_keys for i in ids) and pd.read_csv(path, nrows=0).shape[1] >= 2:
+                return path
+    raise CompetitionError(f"{root}: no sample submission CSV found (expected sample_submission.csv)")
 
 
 def read_ids(csv_path: Path) -> list[str]:
@@ -114,80 +189,20 @@ def read_ids(csv_path: Path) -> list[str]:
     return pd.read_csv(csv_path, dtype=str, keep_default_na=False).iloc[:, 0].tolist()
 
 
-def _pixel_columns(frame: pd.DataFrame, path: Path) -> list[str]:
-    columns = [c for c in frame.columns if str(c).lower().startswith("pixel")]
-    if not columns:
-        raise CompetitionError(f"{path}: no pixel0..pixelN columns")
-    return columns
-
-
-def pixels_to_images(frame: pd.DataFrame, columns: list[str], path: Path) -> np.ndarray:
-    """Rows of pixel columns -> uint8 (N, H, W, C); square grey, or square colour when N = 3 * side**2."""
-    n_pixels = len(columns)
-    side = math.isqrt(n_pixels)
-    channels = 1
-    if side * side != n_pixels:
-        side = math.isqrt(n_pixels // 3)
-        channels = 3
-        if 3 * side * side != n_pixels:
-            raise CompetitionError(f"{path}: {n_pixels} pixel columns form no square image")
-    values = frame[columns].to_numpy()
-    if values.min() < 0 or values.max() > 255:
-        raise CompetitionError(f"{path}: pixel values must lie in 0..255")
-    images = values.astype(np.uint8).reshape(len(frame), channels, side, side)
-    return np.ascontiguousarray(images.transpose(0, 2, 3, 1))  # (N, C, H, W) -> (N, H, W, C)
-
-
-def read_pixel_csv(root: Path) -> Competition:
-    """Digit Recognizer's layout: train.csv (label + pixel columns), test.csv (pixels), sample_submission.csv."""
-    train_path, test_path = root / "train.csv", root / "test.csv"
-    for path in (train_path, test_path):
-        if not path.exists():
-            raise CompetitionError(f"{path} missing: the pixel-CSV layout needs train.csv and test.csv")
-    train = pd.read_csv(train_path)
-    test = pd.read_csv(test_path)
-    label_column = next((c for c in train.columns if c.lower() == "label"), None)
-    if label_column is None:
-        raise CompetitionError(f"{train_path}: no 'label' column")
-    columns = _pixel_columns(train, train_path)
-    sample = find_sample_submission(root)
-    test_ids = read_ids(sample)
-    if len(test_ids) != len(test):
-        raise CompetitionError(f"{sample}: {len(test_ids)} ids but {test_path} has {len(test)} rows")
-    solution = root / "solution.csv"
-    return Competition(
-        root=root,
-        train_ids=[str(i) for i in range(len(train))],
-        train_labels=pd.read_csv(train_path, usecols=[label_column], dtype=str)[label_column].tolist(),
-        test_ids=test_ids,
-        sample_submission=sample,
-        solution=solution if solution.exists() else None,
-        train_images=ArrayImages(pixels_to_images(train, columns, train_path)),
-        test_images=ArrayImages(pixels_to_images(test, _pixel_columns(test, test_path), test_path)),
-    )
-
-
-LAYOUTS: dict[str, Callable[[Path], Competition]] = {"pixel_csv": read_pixel_csv}
-
-
-def detect_layout(root: Path) -> str:
-    if (root / "train.csv").exists() and (root / "test.csv").exists():
-        return "pixel_csv"
-    raise CompetitionError(f"{root}: no known competition layout found; set data.layout (one of {', '.join(LAYOUTS)})")
-
-
 def read_competition(root: Path = RAW_DIR, layout: str = "auto") -> Competition:
     """Read the competition under `root` in `layout` (auto: detected from the files)."""
+    from kagglecv.layouts import LAYOUTS, detect_layout  # the readers build on this module's types
+
     if not root.exists():
         raise CompetitionError(f"{root} missing: run 'dvc repro download' first")
     name = detect_layout(root) if layout == "auto" else layout
     if name not in LAYOUTS:
-        raise CompetitionError(f"data.layout: {name!r} is not supported yet; choose one of {', '.join(LAYOUTS)}")
+        raise CompetitionError(f"data.layout: {name!r} is not supported; choose one of auto, {', '.join(LAYOUTS)}")
     return LAYOUTS[name](root)
 
 
 def read_folds(path: Path = FOLDS_FILE) -> pd.DataFrame:
-    """data/folds.csv: id (text), label (text), fold (int)."""
+    """data/folds.csv: id (text), label (text), fold (int; `TRAIN_ONLY_FOLD` for rows no model validates on)."""
     if not path.exists():
         raise CompetitionError(f"{path} missing: run 'dvc repro split' first")
     return pd.read_csv(path, dtype={"id": str, "label": str, "fold": int}, keep_default_na=False)

@@ -30,12 +30,18 @@ def _range(ge: float | None = None, gt: float | None = None, le: float | None = 
 
 @dataclass(frozen=True)
 class DataParams:
-    """Where the competition comes from (`data:` section)."""
+    """Where the competition comes from (`data:` section). `source` picks which of `path`,
+    `competition` and `name` applies; the layout is detected from the files unless `layout` says."""
 
-    source: Literal["digits"] = "digits"
-    layout: Literal["auto", "pixel_csv"] = "auto"
+    source: Literal["digits", "local", "kaggle", "torchvision"] = "digits"
+    path: str = ""  # local: the competition's folder, or the .zip Kaggle hands out
+    competition: str = ""  # kaggle: the competition's slug, as in kaggle.com/competitions/<slug>
+    name: str = ""  # torchvision: a dataset class, e.g. MNIST, FashionMNIST, CIFAR10
+    layout: Literal["auto", "pixel_csv", "labels_csv", "class_folders", "label_in_name"] = "auto"
     channels: int = field(default=0, metadata=_range(ge=0, le=4))  # 0: follow the data
     test_fraction: float = field(default=0.2, metadata=_range(gt=0.0, le=0.9))  # digits only
+    solution: str = ""  # optional CSV of the test part's true labels (id, label), copied in as solution.csv
+    valid_split: Literal["merge", "holdout"] = "merge"  # a shipped valid/ folder: into the k folds, or the one fold
 
 
 @dataclass(frozen=True)

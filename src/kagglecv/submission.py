@@ -66,22 +66,44 @@ def make_submission(
     return frame
 
 
+def read_solution(path: Path, id_column: str, answer_columns: list[str]) -> pd.Series:
+    """The true label of each test id, from a solution CSV, indexed by id (text).
+
+    Format: the submission's id column (or else the first column) and one true-label column
+    (named like the submission's label column, or the only other column); Kaggle's `Usage`
+    column is ignored. For probability submissions the solution may instead be one-hot, with
+    the submission's class columns; the true class is the column holding the largest value.
+    """
+    solution = pd.read_csv(path, dtype=str, keep_default_na=False)
+    key = id_column if id_column in solution.columns else solution.columns[0]
+    rest = [c for c in solution.columns if c != key and c.lower() != "usage"]
+    if len(answer_columns) > 1 and set(answer_columns) <= set(rest):
+        one_hot = solution[answer_columns].apply(pd.to_numeric, errors="coerce").to_numpy(float)
+        true = pd.Series(np.asarray(answer_columns)[np.nan_to_num(one_hot, nan=-1.0).argmax(1)], dtype=str)
+    elif len(rest) == 1 or (len(answer_columns) == 1 and answer_columns[0] in rest):
+        true = solution[answer_columns[0] if answer_columns[0] in rest else rest[0]]
+    else:
+        found = ", ".join(solution.columns)
+        raise SubmissionError(f"{path}: needs an id column and one column of true labels, found {found}")
+    if solution[key].duplicated().any():
+        raise SubmissionError(f"{path}: the id column {key!r} repeats ids; each test id needs one row")
+    return pd.Series(true.to_numpy(), index=solution[key].to_numpy())
+
+
 def score_submission(submission: pd.DataFrame, solution_path: Path) -> dict[str, float]:
-    """Leaderboard score against a solution file with the same id column: accuracy or log loss."""
-    solution = pd.read_csv(solution_path, dtype=str, keep_default_na=False)
-    id_column = submission.columns[0]
-    if id_column not in solution.columns:
-        raise SubmissionError(f"{solution_path}: no {id_column!r} column to match the submission's ids")
-    merged = submission.astype(str).merge(solution, on=id_column, suffixes=("", "_true"), validate="1:1")
-    if len(merged) != len(submission):
-        raise SubmissionError(f"{solution_path}: covers {len(merged)} of {len(submission)} submission ids")
-    answer_columns = list(submission.columns[1:])
+    """Leaderboard score: `accuracy` for a label column, multi-class `log_loss` for probability columns."""
+    id_column, answer_columns = submission.columns[0], list(submission.columns[1:])
+    truth = read_solution(solution_path, id_column, answer_columns)
+    ids = submission[id_column].astype(str)
+    missing = ids[~ids.isin(truth.index)].tolist()
+    if missing:
+        raise SubmissionError(f"{solution_path}: no true label for {len(missing)} submission id(s), e.g. {missing[:3]}")
+    true = truth.loc[ids].to_numpy()
     if len(answer_columns) == 1:
-        column = answer_columns[0]
-        return {"accuracy": float(accuracy_score(merged[column + "_true"], merged[column]))}
-    true_column = next(c for c in solution.columns if c != id_column and c not in answer_columns) \
-        if any(c not in answer_columns and c != id_column for c in solution.columns) else None
-    if true_column is None:
-        raise SubmissionError(f"{solution_path}: needs a column with each image's true class")
+        return {"accuracy": float(accuracy_score(true, submission[answer_columns[0]].astype(str)))}
+    unknown = sorted(set(true) - set(answer_columns))
+    if unknown:
+        raise SubmissionError(f"{solution_path}: true labels {unknown[:3]} are not among the submission's columns")
     probs = submission[answer_columns].to_numpy(float)
-    return {"log_loss": float(log_loss(merged[true_column], probs, labels=answer_columns))}
+    probs = probs / probs.sum(1, keepdims=True)
+    return {"log_loss": float(log_loss(true, probs, labels=answer_columns))}

@@ -1,8 +1,9 @@
 """Stage `evaluate`: cross-validation metrics from the out-of-fold probabilities.
 
-Reads: `predictions/oof.csv`. Writes: `metrics/cv.json` (`cv.accuracy`, `cv.macro_f1`,
-`cv.log_loss`, and the same per fold under `cv.folds.<k>`) and `plots/confusion.csv`
-(one row per image: actual, predicted), drawn by `dvc plots show` as a confusion matrix.
+Reads: `predictions/oof.csv` (rows of fold -1, trained on but never validated, are left out).
+Writes: `metrics/cv.json` (`cv.accuracy`, `cv.macro_f1`, `cv.log_loss`, and the same per fold
+under `cv.folds.<k>`) and `plots/confusion.csv` (one row per image: actual, predicted), drawn
+by `dvc plots show` as a confusion matrix.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score, log_loss
 
 from kagglecv.artifacts import write_csv, write_json
-from kagglecv.data import CompetitionError
+from kagglecv.data import TRAIN_ONLY_FOLD, CompetitionError
 from kagglecv.runtime import main_of
 from kagglecv.stages.train import OOF_FILE
 
@@ -39,6 +40,7 @@ def run(oof_path: Path = OOF_FILE, metrics_path: Path = CV_METRICS, confusion_pa
     if not oof_path.exists():
         raise CompetitionError(f"{oof_path} missing: run 'dvc repro train' first")
     oof = pd.read_csv(oof_path, dtype={"id": str, "label": str}, keep_default_na=False)
+    oof = oof[oof["fold"] != TRAIN_ONLY_FOLD]  # a holdout split's training rows have no out-of-fold probabilities
     classes = [c for c in oof.columns if c not in ("id", "label", "fold")]
     probs = oof[classes].to_numpy(np.float64)
     metrics = classification_metrics(oof["label"], probs, classes)

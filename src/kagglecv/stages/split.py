@@ -1,7 +1,11 @@
 """Stage `split`: assign every training image to one of `n_folds` stratified folds.
 
-Reads params: `seed`, `n_folds`, `data.layout`; files: `data/raw/`. Writes `data/folds.csv`
-(id, label, fold), the versioned fold assignment every later stage uses.
+Reads params: `seed`, `n_folds`, `data.layout`, `data.valid_split`; files: `data/raw/`. Writes
+`data/folds.csv` (id, label, fold), the versioned fold assignment every later stage uses.
+
+With `data.valid_split: holdout` and a competition that ships a validation folder, that folder
+is the one validation fold: its images get fold 0 and every other image fold -1
+(`TRAIN_ONLY_FOLD`), which no model validates on, so `train` trains a single model.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
 from kagglecv.artifacts import write_csv
-from kagglecv.data import FOLDS_FILE, RAW_DIR, CompetitionError, read_competition
+from kagglecv.data import FOLDS_FILE, RAW_DIR, TRAIN_ONLY_FOLD, CompetitionError, read_competition
 from kagglecv.params import Params, ParamsError, load_params
 from kagglecv.runtime import main_of
 
@@ -36,13 +40,28 @@ def make_folds(ids: list[str], labels: list[str], *, n_folds: int, seed: int) ->
     return pd.DataFrame({"id": ids, "label": labels, "fold": fold})
 
 
+def make_holdout(ids: list[str], labels: list[str], valid_ids: frozenset[str]) -> pd.DataFrame:
+    """Fold 0 for the given validation images, `TRAIN_ONLY_FOLD` for the rest, in the input order."""
+    fold = [0 if i in valid_ids else TRAIN_ONLY_FOLD for i in ids]
+    return pd.DataFrame({"id": ids, "label": labels, "fold": np.array(fold, dtype=np.int64)})
+
+
 def run(params: Params, raw_dir: Path = RAW_DIR, out_path: Path = FOLDS_FILE) -> dict[str, int]:
     competition = read_competition(raw_dir, params.data.layout)
-    folds = make_folds(competition.train_ids, competition.train_labels, n_folds=params.n_folds, seed=params.seed)
+    ids, labels = competition.train_ids, competition.train_labels
+    if params.data.valid_split == "holdout":
+        if not competition.valid_ids:
+            raise CompetitionError(
+                f"data.valid_split: holdout needs a valid/ or validation/ folder in {raw_dir}; set it to merge"
+            )
+        folds = make_holdout(ids, labels, competition.valid_ids)
+    else:
+        folds = make_folds(ids, labels, n_folds=params.n_folds, seed=params.seed)
     write_csv(out_path, folds)
-    sizes = folds["fold"].value_counts().sort_index().tolist()
-    log.info("%d images in %d folds of %s", len(folds), params.n_folds, sizes)
-    return {"images": len(folds), "folds": params.n_folds}
+    n_folds = int(folds["fold"].max()) + 1
+    sizes = folds["fold"].value_counts().sort_index().to_dict()
+    log.info("%d images in %d validation fold(s); images per fold %s", len(folds), n_folds, sizes)
+    return {"images": len(folds), "folds": n_folds}
 
 
 main = main_of(lambda: run(load_params()), ParamsError, CompetitionError)

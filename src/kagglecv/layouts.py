@@ -1,0 +1,258 @@
+"""How Kaggle image competitions arrange their files, each read into one `Competition`.
+
+- `pixel_csv`: `train.csv` (label + pixel columns), `test.csv` (pixels) — Digit Recognizer, Fashion-MNIST.
+- `labels_csv`: `train/` or `images/` plus a CSV mapping id (file name, with or without extension)
+  to a label — CIFAR-10's `trainLabels.csv`, Dog Breed Identification's `labels.csv`.
+- `class_folders`: `train/<class>/*.png`, `test/*.png` — Plant Seedlings.
+- `label_in_name`: `train|training/<label>_<n>.jpg`, optional `valid|validation/` alike, `test/` — Food-11.
+
+Training ids are the labels CSV's ids, or else the image's path relative to the competition root
+(`train/Black-grass/0050f38b3.png`), which stays unique across folders. Test ids are the sample
+submission's, matched to the files in `test/` by name or stem.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from kagglecv.data import (
+    CACHE_DIR_NAME,
+    IMAGE_SUFFIXES,
+    ArrayImages,
+    Competition,
+    CompetitionError,
+    FileImages,
+    find_sample_submission,
+    read_ids,
+)
+
+TRAIN_DIRS = ("train", "training", "images")
+VALID_DIRS = ("valid", "validation")
+LABEL_COLUMNS = ("label", "labels", "class", "category", "breed", "species", "target")
+_LABEL_IN_NAME = re.compile(r"^(?P<label>.+)_(?P<n>\d+)$")  # <label>_<n>, the stem of e.g. 3_127.jpg
+
+
+def list_images(folder: Path) -> list[Path]:
+    """Image files directly in `folder`, sorted by name."""
+    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def _keys(paths: list[Path]) -> dict[str, Path]:
+    """Each file by its name and by its stem, so ids may come with or without the extension."""
+    return {**{p.stem: p for p in paths}, **{p.name: p for p in paths}}
+
+
+def _match(ids: list[str], keys: dict[str, Path], where: Path) -> list[Path]:
+    missing = [i for i in ids if i not in keys]
+    if missing:
+        raise CompetitionError(f"{where}: no image file for {len(missing)} id(s), e.g. {missing[:3]}")
+    return [keys[i] for i in ids]
+
+
+def _first_dir(root: Path, names: tuple[str, ...]) -> Path | None:
+    return next((root / n for n in names if (root / n).is_dir()), None)
+
+
+def _cache_dir(root: Path) -> Path:
+    return root.parent / CACHE_DIR_NAME
+
+
+def _solution(root: Path) -> Path | None:
+    return root / "solution.csv" if (root / "solution.csv").exists() else None
+
+
+def _test_part(root: Path, fallback: Path) -> tuple[Path, list[str], FileImages]:
+    """(sample submission, its ids, their images) from `test/`, or from `fallback` (an `images/` folder)."""
+    folder = root / "test" if (root / "test").is_dir() else fallback
+    keys = _keys(list_images(folder))
+    sample = find_sample_submission(root, set(keys))
+    ids = read_ids(sample)
+    return sample, ids, FileImages(tuple(_match(ids, keys, folder)), _cache_dir(root))
+
+
+def _relative_ids(root: Path, paths: list[Path]) -> list[str]:
+    return [p.relative_to(root).as_posix() for p in paths]
+
+
+def _pixel_columns(frame: pd.DataFrame, path: Path) -> list[str]:
+    columns = [c for c in frame.columns if str(c).lower().startswith("pixel")]
+    if not columns:
+        raise CompetitionError(f"{path}: no pixel0..pixelN columns")
+    return columns
+
+
+def pixels_to_images(frame: pd.DataFrame, columns: list[str], path: Path) -> np.ndarray:
+    """Rows of pixel columns -> uint8 (N, H, W, C); square grey, or square colour when N = 3 * side**2."""
+    n_pixels = len(columns)
+    side = math.isqrt(n_pixels)
+    channels = 1
+    if side * side != n_pixels:
+        side = math.isqrt(n_pixels // 3)
+        channels = 3
+        if 3 * side * side != n_pixels:
+            raise CompetitionError(f"{path}: {n_pixels} pixel columns form no square image")
+    values = frame[columns].to_numpy()
+    if values.min() < 0 or values.max() > 255:
+        raise CompetitionError(f"{path}: pixel values must lie in 0..255")
+    images = values.astype(np.uint8).reshape(len(frame), channels, side, side)
+    return np.ascontiguousarray(images.transpose(0, 2, 3, 1))  # (N, C, H, W) -> (N, H, W, C)
+
+
+def read_pixel_csv(root: Path) -> Competition:
+    """train.csv (label + pixel columns), test.csv (pixels), sample submission with one id per test row."""
+    train_path, test_path = root / "train.csv", root / "test.csv"
+    for path in (train_path, test_path):
+        if not path.exists():
+            raise CompetitionError(f"{path} missing: the pixel_csv layout needs train.csv and test.csv")
+    train = pd.read_csv(train_path)
+    test = pd.read_csv(test_path)
+    label_column = next((c for c in train.columns if c.lower() == "label"), None)
+    if label_column is None:
+        raise CompetitionError(f"{train_path}: no 'label' column")
+    sample = find_sample_submission(root)
+    test_ids = read_ids(sample)
+    if len(test_ids) != len(test):
+        raise CompetitionError(f"{sample}: {len(test_ids)} ids but {test_path} has {len(test)} rows")
+    return Competition(
+        root=root,
+        train_ids=[str(i) for i in range(len(train))],
+        train_labels=pd.read_csv(train_path, usecols=[label_column], dtype=str)[label_column].tolist(),
+        test_ids=test_ids,
+        sample_submission=sample,
+        solution=_solution(root),
+        train_images=ArrayImages(pixels_to_images(train, _pixel_columns(train, train_path), train_path)),
+        test_images=ArrayImages(pixels_to_images(test, _pixel_columns(test, test_path), test_path)),
+    )
+
+
+def find_labels_csv(root: Path, keys: dict[str, Path]) -> Path | None:
+    """The CSV (not the sample submission or solution) whose first column names the most images in `keys`."""
+    best, best_hits = None, 0
+    for path in sorted(root.glob("*.csv")):
+        if path.name == "solution.csv" or path.stem.lower().replace("_", "").startswith("samplesubmission"):
+            continue
+        if pd.read_csv(path, nrows=0).shape[1] < 2:
+            continue
+        hits = sum(i in keys for i in read_ids(path))
+        if hits > best_hits:
+            best, best_hits = path, hits
+    return best
+
+
+def read_labels_csv(root: Path) -> Competition:
+    """`train/` (or `images/`) and a CSV of id (file name with or without extension) -> label."""
+    image_dir = _first_dir(root, ("train", "images"))
+    if image_dir is None:
+        raise CompetitionError(f"{root}: the labels_csv layout needs a train/ or images/ folder of images")
+    keys = _keys(list_images(image_dir))
+    labels_path = find_labels_csv(root, keys)
+    if labels_path is None:
+        raise CompetitionError(f"{root}: no CSV maps the files in {image_dir.name}/ to labels (id, label)")
+    frame = pd.read_csv(labels_path, dtype=str, keep_default_na=False)
+    named = [c for c in frame.columns[1:] if c.lower() in LABEL_COLUMNS]
+    label_column = named[0] if named else frame.columns[1]
+    ids = frame.iloc[:, 0].tolist()
+    sample, test_ids, test_images = _test_part(root, image_dir)
+    return Competition(
+        root=root,
+        train_ids=ids,
+        train_labels=frame[label_column].tolist(),
+        test_ids=test_ids,
+        sample_submission=sample,
+        solution=_solution(root),
+        train_images=FileImages(tuple(_match(ids, keys, labels_path)), _cache_dir(root)),
+        test_images=test_images,
+    )
+
+
+def read_class_folders(root: Path) -> Competition:
+    """`train/<class name>/<image>`: the folder names the class."""
+    train_dir = _first_dir(root, TRAIN_DIRS)
+    if train_dir is None:
+        raise CompetitionError(f"{root}: the class_folders layout needs train/<class name>/ folders of images")
+    paths, labels = [], []
+    for class_dir in sorted(p for p in train_dir.iterdir() if p.is_dir()):
+        images = list_images(class_dir)
+        paths += images
+        labels += [class_dir.name] * len(images)
+    if not paths:
+        raise CompetitionError(f"{train_dir}: no class folders with images (expected {train_dir.name}/<class>/*.png)")
+    sample, test_ids, test_images = _test_part(root, train_dir)
+    return Competition(
+        root=root,
+        train_ids=_relative_ids(root, paths),
+        train_labels=labels,
+        test_ids=test_ids,
+        sample_submission=sample,
+        solution=_solution(root),
+        train_images=FileImages(tuple(paths), _cache_dir(root)),
+        test_images=test_images,
+    )
+
+
+def _labels_in_names(paths: list[Path]) -> list[str]:
+    labels = []
+    for path in paths:
+        found = _LABEL_IN_NAME.match(path.stem)
+        if found is None:
+            raise CompetitionError(f"{path}: the label_in_name layout needs names like <label>_<n>{path.suffix}")
+        labels.append(found["label"])
+    return labels
+
+
+def read_label_in_name(root: Path) -> Competition:
+    """`train|training/<label>_<n>.jpg`, optionally `valid|validation/` alike (ids listed in `valid_ids`)."""
+    train_dir = _first_dir(root, ("train", "training"))
+    if train_dir is None:
+        raise CompetitionError(f"{root}: the label_in_name layout needs a train/ or training/ folder")
+    valid_dir = _first_dir(root, VALID_DIRS)
+    train_paths = list_images(train_dir)
+    valid_paths = list_images(valid_dir) if valid_dir else []
+    paths = train_paths + valid_paths
+    sample, test_ids, test_images = _test_part(root, train_dir)
+    return Competition(
+        root=root,
+        train_ids=_relative_ids(root, paths),
+        train_labels=_labels_in_names(paths),
+        test_ids=test_ids,
+        sample_submission=sample,
+        solution=_solution(root),
+        train_images=FileImages(tuple(paths), _cache_dir(root)),
+        test_images=test_images,
+        valid_ids=frozenset(_relative_ids(root, valid_paths)),
+    )
+
+
+LAYOUTS: dict[str, Callable[[Path], Competition]] = {
+    "pixel_csv": read_pixel_csv,
+    "labels_csv": read_labels_csv,
+    "class_folders": read_class_folders,
+    "label_in_name": read_label_in_name,
+}
+
+
+def detect_layout(root: Path) -> str:
+    """The layout the files under `root` follow; ambiguous or unknown ones ask for `data.layout`."""
+    train_csv = root / "train.csv"
+    if train_csv.exists() and (root / "test.csv").exists():
+        if any(str(c).lower().startswith("pixel") for c in pd.read_csv(train_csv, nrows=0).columns):
+            return "pixel_csv"
+    train_dir = _first_dir(root, TRAIN_DIRS)
+    if train_dir is not None:
+        images = list_images(train_dir)
+        if not images and any(p.is_dir() and list_images(p) for p in train_dir.iterdir()):
+            return "class_folders"
+        if images and train_dir.name != "training" and find_labels_csv(root, _keys(images)):
+            return "labels_csv"
+        if images and all(_LABEL_IN_NAME.match(p.stem) for p in images):
+            return "label_in_name"
+    raise CompetitionError(
+        f"{root}: no known competition layout found (train.csv with pixel columns, train/<class>/ folders, "
+        f"train/ with a labels CSV, or train/<label>_<n>.jpg); set data.layout to one of {', '.join(LAYOUTS)}"
+    )
