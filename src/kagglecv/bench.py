@@ -1,0 +1,286 @@
+"""`python -m kagglecv.bench`: the pipeline's speed against the hardware's limit.
+
+On an MNIST-shaped workload (60,000 grey 28x28 uint8 images, 10 classes, made on the fly) with
+the default model, augmentation and batch size from params.yaml, it measures, interleaved so a
+ratio is taken side by side in one run and each figure is a median over `--repeats`:
+- `train_images_per_s`: the train stage's own code (`loaders.train_batches` feeding
+  `engine.train_one_epoch`), steady state;
+- `compute_limit_images_per_s`: forward, backward and optimiser step on one batch already on
+  the device, in a tight loop;
+- `naive_images_per_s`: the tutorials' recipe: a PIL image per sample through torchvision's
+  RandomAffine (the same shift), ToTensor and Normalize in a DataLoader;
+- `predict_images_per_s`, `peak_rss_mb` of this process, and `noop_repro_s` (`dvc repro` with
+  nothing to do, in a temporary copy of the project).
+Writes `benchmarks/results.json` and the matching section of `BENCHMARKS.md`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime
+import json
+import os
+import platform
+import re
+import resource
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+from itertools import islice
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from timm.optim import create_optimizer_v2
+
+from kagglecv.engine import Precision, build_loss, predict_probs, select_precision, to_input, train_one_epoch
+from kagglecv.loaders import eval_batches, train_batches
+from kagglecv.models import build_model
+from kagglecv.params import Params, load_params
+
+RESULTS = Path("benchmarks/results.json")
+REPORT = Path("BENCHMARKS.md")
+PROJECT_FILES = ("src", ".dvc", "dvc.yaml", ".dvcignore", ".gitignore", "params.yaml")
+
+
+def make_workload(n: int, size: int = 28, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, size, size, 1), dtype=np.uint8), rng.integers(0, 10, n)
+
+
+def _fresh(params: Params, precision: Precision):
+    model = build_model(name=params.model, num_classes=10, in_chans=1, img_size=params.img_size).to(precision.device)
+    optimizer = create_optimizer_v2(model, opt=params.optimizer, lr=params.lr, weight_decay=params.weight_decay)
+    return model, optimizer, build_loss(label_smoothing=params.label_smoothing)
+
+
+def _sync(precision: Precision) -> None:
+    if precision.device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_stage_path(params, precision, images, labels, steps: int, epoch: int, model_opt) -> float:
+    """Images/s of the train stage's data path and engine loop over `steps` batches of one epoch."""
+    model, optimizer, loss_fn = model_opt
+    make = train_batches(images, labels, params.augment, batch_size=params.batch_size, seed=params.seed,
+                         fold=0, loader=params.loader, device=precision.device)  # fmt: skip
+    mean, std = torch.tensor([0.5]), torch.tensor([0.25])
+    batches = islice(make(epoch), steps)
+    _sync(precision)
+    start = time.perf_counter()
+    _, _, seen = train_one_epoch(model, batches, optimizer=optimizer, loss_fn=loss_fn, precision=precision,
+                                 mean=mean, std=std)  # fmt: skip
+    _sync(precision)
+    return seen / (time.perf_counter() - start)
+
+
+def time_compute_limit(params, precision, images, steps: int, model_opt) -> float:
+    """Images/s of forward + backward + step on one normalised batch already on the device."""
+    model, optimizer, loss_fn = model_opt
+    model.train()
+    x = to_input(torch.from_numpy(images[: params.batch_size].transpose(0, 3, 1, 2).copy()),
+                 torch.tensor([0.5]), torch.tensor([0.25]), precision.device)  # fmt: skip
+    y = torch.randint(0, 10, (len(x),), device=precision.device)
+    _sync(precision)
+    start = time.perf_counter()
+    for _ in range(steps):
+        with torch.autocast(precision.device.type, dtype=precision.amp_dtype, enabled=precision.amp_dtype is not None):
+            loss = loss_fn(model(x), y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    loss.item()
+    _sync(precision)
+    return steps * len(x) / (time.perf_counter() - start)
+
+
+class _NaiveDataset(torch.utils.data.Dataset):
+    """The tutorials' dataset: one PIL image per sample through torchvision transforms."""
+
+    def __init__(self, images: np.ndarray, labels: np.ndarray, max_shift: int) -> None:
+        import torchvision.transforms as T
+
+        self.images, self.labels = images[..., 0], labels
+        side = images.shape[1]
+        self.transform = T.Compose([
+            T.RandomAffine(0, translate=(max_shift / side, max_shift / side)),
+            T.ToTensor(), T.Normalize((0.5,), (0.25,)),
+        ])  # fmt: skip
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, i: int):
+        from PIL import Image
+
+        return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
+
+
+def time_naive(params, precision, images, labels, steps: int, model_opt, max_shift: int) -> float:
+    model, optimizer, loss_fn = model_opt
+    model.train()
+    loader = torch.utils.data.DataLoader(_NaiveDataset(images, labels, max_shift), batch_size=params.batch_size,
+                                         shuffle=True, num_workers=params.num_workers)  # fmt: skip
+    seen = 0
+    _sync(precision)
+    start = time.perf_counter()
+    for x, y in islice(loader, steps):
+        x, y = x.to(precision.device), y.to(precision.device)
+        with torch.autocast(precision.device.type, dtype=precision.amp_dtype, enabled=precision.amp_dtype is not None):
+            loss = loss_fn(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        seen += len(y)
+    _sync(precision)
+    return seen / (time.perf_counter() - start)
+
+
+def max_shift_of(spec: list[dict]) -> int:
+    """The largest pixel shift in the augment spec (the naive side replays it with torchvision)."""
+    found = [abs(int(v)) for v in re.findall(r"-?\d+", json.dumps([e.get("Affine", {}).get("translate_px") for e in spec]))]
+    return max(found, default=0)
+
+
+def time_noop_repro(repeats: int) -> float:
+    """Median seconds of `dvc repro` with nothing to do, in a tiny temporary copy of this project."""
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        copy_project(Path.cwd(), root, {"n_folds": 2, "epochs": 1, "img_size": 8})
+        env = {**os.environ, "PYTHONPATH": str(root / "src")}
+        subprocess.run(["dvc", "repro", "-q"], cwd=root, env=env, check=True, capture_output=True)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            subprocess.run(["dvc", "repro"], cwd=root, env=env, check=True, capture_output=True)
+            times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def copy_project(src: Path, dest: Path, overrides: dict) -> None:
+    """A git repository at `dest` holding this project's pipeline, with `overrides` in params.yaml."""
+    for name in PROJECT_FILES:
+        if (src / name).is_dir():
+            shutil.copytree(src / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "tmp", "cache"))
+        elif (src / name).exists():
+            shutil.copy(src / name, dest / name)
+    params = yaml.safe_load((dest / "params.yaml").read_text())
+    params.update(overrides)
+    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    env = {**os.environ, "GIT_AUTHOR_NAME": "kagglecv", "GIT_AUTHOR_EMAIL": "kagglecv@localhost",
+           "GIT_COMMITTER_NAME": "kagglecv", "GIT_COMMITTER_EMAIL": "kagglecv@localhost"}  # fmt: skip
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "project"]):
+        subprocess.run(cmd, cwd=dest, env=env, check=True, capture_output=True)
+
+
+def run(params: Params, *, n_images: int = 60_000, repeats: int = 5, steps: int = 120, device: str | None = None) -> dict:
+    """Measure everything (see the module docstring); return the results dictionary."""
+    torch.manual_seed(params.seed)
+    params = dataclasses.replace(params, img_size=28)  # the MNIST shape
+    precision = select_precision(params.amp, device)
+    images, labels = make_workload(n_images)
+    shift = max_shift_of(params.augment)
+    stage_opt, limit_opt, naive_opt = (_fresh(params, precision) for _ in range(3))
+    time_stage_path(params, precision, images, labels, 10, 0, stage_opt)  # warm-up: allocations, kernels
+    time_compute_limit(params, precision, images, 10, limit_opt)
+    time_naive(params, precision, images, labels, 10, naive_opt, shift)
+    fast, limit, naive = [], [], []
+    for r in range(repeats):  # interleaved, so load on a shared machine hits all three alike
+        fast.append(time_stage_path(params, precision, images, labels, steps, r + 1, stage_opt))
+        limit.append(time_compute_limit(params, precision, images, steps, limit_opt))
+        naive.append(time_naive(params, precision, images, labels, steps, naive_opt, shift))
+    test = images[:10_000]
+    predict = []
+    for _ in range(repeats):
+        _sync(precision)
+        start = time.perf_counter()
+        predict_probs(stage_opt[0], eval_batches(test, batch_size=512, device=precision.device), precision=precision,
+                      mean=torch.tensor([0.5]), std=torch.tensor([0.25]))  # fmt: skip
+        predict.append(len(test) / (time.perf_counter() - start))
+    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    train_ips, limit_ips, naive_ips = (statistics.median(v) for v in (fast, limit, naive))
+    return {
+        "train_images_per_s": round(train_ips, 1),
+        "compute_limit_images_per_s": round(limit_ips, 1),
+        "efficiency": round(train_ips / limit_ips, 3),
+        "naive_images_per_s": round(naive_ips, 1),
+        "speedup_vs_naive": round(train_ips / naive_ips, 2),
+        "predict_images_per_s": round(statistics.median(predict), 1),
+        "peak_rss_mb": round(peak_rss_mb, 1),
+        "noop_repro_s": round(time_noop_repro(repeats), 2),
+        "workload": {"images": n_images, "shape": [28, 28, 1], "classes": 10, "model": params.model,
+                     "batch_size": params.batch_size, "augment": params.augment, "loader": params.loader,
+                     "precision": str(precision.amp_dtype or torch.float32).removeprefix("torch."),
+                     "repeats": repeats, "steps_per_repeat": steps},  # fmt: skip
+        "machine": machine_description(precision),
+    }
+
+
+def machine_description(precision: Precision) -> dict:
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        names = re.findall(r"model name\s*:\s*(.+)", cpuinfo.read_text())
+        cpu = names[0].strip() if names else cpu
+    device = torch.cuda.get_device_name(precision.device) if precision.device.type == "cuda" else "cpu"
+    return {"device": device, "cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "python": platform.python_version(),
+            "date": datetime.date.today().isoformat()}  # fmt: skip
+
+
+def write_report(results: dict, results_path: Path = RESULTS, report_path: Path = REPORT) -> None:
+    """Write the JSON and replace this device's section of BENCHMARKS.md (other sections stay)."""
+    from kagglecv.artifacts import write_json
+
+    device = results["machine"]["device"]
+    write_json(results_path if device == "cpu" else results_path.with_name("results-gpu.json"), results)
+    marker = f"<!-- bench:{'cpu' if device == 'cpu' else 'gpu'} -->"
+    section = f"{marker}\n{format_section(results)}{marker}\n"
+    text = report_path.read_text() if report_path.exists() else "# Benchmarks\n\n"
+    if marker in text:
+        head, _, rest = text.partition(marker)
+        _, _, tail = rest.partition(marker + "\n")
+        text = head + section + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    report_path.write_text(text)
+
+
+def format_section(r: dict) -> str:
+    m, w = r["machine"], r["workload"]
+    rows = [(k, r[k]) for k in ("train_images_per_s", "compute_limit_images_per_s", "efficiency", "naive_images_per_s",
+                                "speedup_vs_naive", "predict_images_per_s", "peak_rss_mb", "noop_repro_s")]  # fmt: skip
+    table = "\n".join(f"| `{k}` | {v} |" for k, v in rows)
+    return (
+        f"## {m['device']} ({m['cpu']}, {m['cores']} cores), {m['date']}\n\n"
+        f"torch {m['torch']}, {m['threads']} threads, Python {m['python']}; model `{w['model']}`, batch {w['batch_size']}, "
+        f"{w['precision']}, loader `{w['loader']}`, {w['images']:,} images of 28x28x1; each figure the median of "
+        f"{w['repeats']} interleaved repetitions of {w['steps_per_repeat']} steps.\n\n"
+        f"| figure | value |\n| --- | --- |\n{table}\n\n"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=60_000)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--steps", type=int, default=120, help="training steps per repetition")
+    parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    args = parser.parse_args()
+    results = run(load_params(), n_images=args.images, repeats=args.repeats, steps=args.steps, device=args.device)
+    width = max(map(len, results))
+    for key, value in results.items():
+        if not isinstance(value, dict):
+            print(f"{key:<{width}}  {value}")
+    if not args.no_write:
+        write_report(results)
+        print(f"wrote {RESULTS} and {REPORT}")
+
+
+if __name__ == "__main__":
+    main()
