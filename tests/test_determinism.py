@@ -19,7 +19,7 @@ COMPARED = (
     "data/folds.csv", "data/ingest_report.csv", "predictions/oof.csv", "metrics/cv.json", "plots/confusion.csv",
     "submissions/submission.csv", "predictions/test_probs.csv", "metrics/leaderboard.json",
 )  # fmt: skip
-RUN = "import sys; from pathlib import Path; from tests.hardening_fixtures import run_pipeline; run_pipeline(Path(sys.argv[1]))"
+RUN = "import sys, pathlib, tests.hardening_fixtures as f; f.run_pipeline(pathlib.Path(sys.argv[1]))"
 
 
 def make(tmp_path: Path, name: str, **params: object) -> Path:
@@ -68,4 +68,3 @@ def test_the_deterministic_param_turns_on_deterministic_algorithms(tmp_path: Pat
         assert hashes(strict) == hashes(reference)  # on the CPU the flag changes no result
     finally:
         use_deterministic_algorithms(False)
-

@@ -29,7 +29,8 @@ def project(tmp_path: Path) -> Path:
     root = tmp_path / "project"
     root.mkdir()
     for name in ("src", ".dvc"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "tmp", "cache"))
+        ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "tmp", "cache")
+        shutil.copytree(REPO / name, root / name, ignore=ignore)
     for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
         if (REPO / name).exists():
             shutil.copy(REPO / name, root / name)

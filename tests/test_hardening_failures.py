@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import textwrap
 import zipfile
 from pathlib import Path
 
@@ -100,7 +99,8 @@ big = pd.DataFrame({"id": range(5000), "p": 0.5})
 
 
 @pytest.mark.parametrize(
-    ("how", "writer"), [("mid_write", "csv"), ("mid_write", "json"), ("mid_write", "checkpoint"), ("before_rename", "csv")]
+    ("how", "writer"),
+    [("mid_write", "csv"), ("mid_write", "json"), ("mid_write", "checkpoint"), ("before_rename", "csv")],
 )
 def test_a_crash_while_writing_leaves_the_old_file_whole(tmp_path: Path, how: str, writer: str) -> None:
     target = tmp_path / "artifacts" / f"out.{writer}"
@@ -138,7 +138,7 @@ def zip_with(path: Path, entry: str, *, symlink: bool = False) -> Path:
         zf.writestr("train.csv", "label,pixel0\n1,0\n")
         info = zipfile.ZipInfo(entry)
         if symlink:
-            info.external_attr = (0o120777 << 16)  # a symbolic link's mode
+            info.external_attr = 0o120777 << 16  # a symbolic link's mode
         zf.writestr(info, "/etc/passwd" if symlink else "owned")
     return path
 

@@ -68,7 +68,7 @@ def test_repository_params_carry_the_hardening_keys() -> None:
     assert params.deterministic is False and params.data.bad_images == "skip"
 
 
-def test_train_main_names_a_bad_key_without_touching_outputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_train_main_names_a_bad_key_without_touching_outputs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     project = make_project(tmp_path)
     run_pipeline(project)
     before = snapshot(project)

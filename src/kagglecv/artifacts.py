@@ -46,7 +46,7 @@ def _fsync(path: Path) -> None:
 
 
 def _fsync_dir(path: Path) -> None:
-    """Make a rename inside `path` durable (POSIX); some filesystems cannot sync a folder, which only costs durability."""
+    """Make a rename inside `path` durable (POSIX); a filesystem that cannot sync a folder costs durability only."""
     if os.name != "posix":
         return
     fd = os.open(path, os.O_RDONLY)

@@ -133,11 +133,16 @@ def _test_problems(competition: Competition, check_images: bool) -> list[IngestP
 
 def _describe(problems: Sequence[IngestProblem]) -> str:
     """The first few problems as `file (id …): what`, for a one-line message."""
-    shown = [f"{p.file}{f' (id {p.id})' if p.id and p.id not in p.file else ''}: {p.problem}" for p in problems[:SHOWN]]
+    shown = []
+    for p in problems[:SHOWN]:
+        named_by_file = not p.id or p.id in (Path(p.file).name, Path(p.file).stem)
+        shown.append(f"{p.file if named_by_file else f'{p.file} (id {p.id})'}: {p.problem}")
     return "; ".join(shown) + (f"; and {len(problems) - SHOWN} more" if len(problems) > SHOWN else "")
 
 
-def inspect_competition(competition: Competition, *, bad_images: str = "skip", check_images: bool = True) -> Competition:
+def inspect_competition(
+    competition: Competition, *, bad_images: str = "skip", check_images: bool = True
+) -> Competition:
     """`competition` without its unusable training rows, `problems` listing every finding; raises
     `IngestError` for a problem with the test set, or an unusable training image under `bad_images: stop`."""
     c = competition
