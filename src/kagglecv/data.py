@@ -22,6 +22,7 @@ from kagglecv.artifacts import atomic_path
 
 RAW_DIR = Path("data/raw")
 FOLDS_FILE = Path("data/folds.csv")
+INGEST_REPORT = Path("data/ingest_report.csv")
 CACHE_DIR_NAME = "cache"  # decoded images live in data/cache/, beside data/raw/
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 TRAIN_ONLY_FOLD = -1  # folds.csv: trained on by every model, validated by none (a holdout split's training rows)
@@ -38,6 +39,21 @@ class ImageSource(Protocol):
         """uint8 (N, img_size, img_size, C); `channels` 0 keeps the data's own count."""
         ...
 
+    def select(self, indices: list[int]) -> ImageSource:
+        """The images at `indices`, in that order."""
+        ...
+
+
+@dataclass(frozen=True)
+class IngestProblem:
+    """One finding of the ingest checks: a row of `data/ingest_report.csv`."""
+
+    part: str  # train | test | unused
+    file: str  # the image or CSV at fault, relative to the competition's folder
+    id: str  # the image's id ('' for a file nothing refers to)
+    problem: str
+    action: str = "stop"  # excluded (a training image left out) | stop | ignored
+
 
 @dataclass(frozen=True)
 class Competition:
@@ -50,6 +66,11 @@ class Competition:
     train_images: ImageSource
     test_images: ImageSource
     valid_ids: frozenset[str] = frozenset()  # training ids the competition ships as a validation folder
+    labels_file: Path | None = None  # the CSV naming the training images and their labels, if any
+    unusable_train: dict[int, str] = field(default_factory=dict)  # row -> why, as the layout reader found it
+    unusable_test: dict[int, str] = field(default_factory=dict)  # e.g. a sample submission id with no image
+    unreferenced: tuple[Path, ...] = ()  # image files no CSV refers to
+    problems: tuple[IngestProblem, ...] = ()  # every finding of the ingest checks (kagglecv.ingest)
 
     @property
     def classes(self) -> list[str]:
@@ -77,6 +98,9 @@ class ArrayImages:
     def load(self, *, img_size: int, channels: int = 0) -> np.ndarray:
         return resize_images(convert_channels(self.array, channels), img_size)
 
+    def select(self, indices: list[int]) -> ArrayImages:
+        return ArrayImages(self.array[np.asarray(indices, dtype=np.int64)])
+
 
 @dataclass(frozen=True)
 class FileImages:
@@ -90,6 +114,9 @@ class FileImages:
 
     def __len__(self) -> int:
         return len(self.paths)
+
+    def select(self, indices: list[int]) -> FileImages:
+        return FileImages(tuple(self.paths[i] for i in indices), self.cache_dir)
 
     def load(self, *, img_size: int, channels: int = 0) -> np.ndarray:
         key = (img_size, channels)
@@ -189,16 +216,21 @@ def read_ids(csv_path: Path) -> list[str]:
     return pd.read_csv(csv_path, dtype=str, keep_default_na=False).iloc[:, 0].tolist()
 
 
-def read_competition(root: Path = RAW_DIR, layout: str = "auto") -> Competition:
-    """Read the competition under `root` in `layout` (auto: detected from the files)."""
-    from kagglecv.layouts import LAYOUTS, detect_layout  # the readers build on this module's types
+def read_competition(
+    root: Path = RAW_DIR, layout: str = "auto", *, bad_images: str = "skip", check_images: bool = True
+) -> Competition:
+    """Read the competition under `root` in `layout` (auto: detected from the files) and run the ingest
+    checks (`kagglecv.ingest`): unusable training images are left out (`bad_images: skip`) or stop it
+    (`stop`), a problem with the test set always does. `check_images` False skips decoding the images."""
+    from kagglecv.ingest import inspect_competition  # builds on this module's types, as do the readers
+    from kagglecv.layouts import LAYOUTS, detect_layout
 
     if not root.exists():
         raise CompetitionError(f"{root} missing: run 'dvc repro download' first")
     name = detect_layout(root) if layout == "auto" else layout
     if name not in LAYOUTS:
         raise CompetitionError(f"data.layout: {name!r} is not supported; choose one of auto, {', '.join(LAYOUTS)}")
-    return LAYOUTS[name](root)
+    return inspect_competition(LAYOUTS[name](root), bad_images=bad_images, check_images=check_images)
 
 
 def read_folds(path: Path = FOLDS_FILE) -> pd.DataFrame:

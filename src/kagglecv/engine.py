@@ -211,6 +211,10 @@ def fit(
         seconds = time.perf_counter() - start
         probs = predict_probs(model, valid_batches(), precision=precision, mean=mean, std=std)
         valid_loss, valid_acc = score_probs(probs, valid_labels)
+        if not math.isfinite(valid_loss):
+            raise TrainingDiverged(
+                f"the validation loss became {valid_loss} in epoch {epoch + 1}: lower lr, or set amp: off if it is on"
+            )
         value = sign * (valid_loss if config.monitor == "valid_loss" else valid_acc)
         improved = value < best_value
         if improved:

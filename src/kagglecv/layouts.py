@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -48,11 +49,21 @@ def _keys(paths: list[Path]) -> dict[str, Path]:
     return {**{p.stem: p for p in paths}, **{p.name: p for p in paths}}
 
 
-def _match(ids: list[str], keys: dict[str, Path], where: Path) -> list[Path]:
-    missing = [i for i in ids if i not in keys]
-    if missing:
-        raise CompetitionError(f"{where}: no image file for {len(missing)} id(s), e.g. {missing[:3]}")
-    return [keys[i] for i in ids]
+def _match(ids: list[str], keys: dict[str, Path], folder: Path) -> tuple[list[Path], dict[int, str]]:
+    """The file for each id, and row -> why for ids with none (their path is a stand-in, never read)."""
+    paths, missing = [], {}
+    for i, image_id in enumerate(ids):
+        if image_id in keys:
+            paths.append(keys[image_id])
+        else:
+            paths.append(folder / Path(image_id).name)
+            missing[i] = f"no image file for id {image_id!r} in {folder.name}/"
+    return paths, missing
+
+
+def _unused(files: list[Path], used: list[Path]) -> tuple[Path, ...]:
+    used_set = set(used)
+    return tuple(p for p in files if p not in used_set)
 
 
 def _first_dir(root: Path, names: tuple[str, ...]) -> Path | None:
@@ -67,13 +78,26 @@ def _solution(root: Path) -> Path | None:
     return root / "solution.csv" if (root / "solution.csv").exists() else None
 
 
-def _test_part(root: Path, fallback: Path) -> tuple[Path, list[str], FileImages]:
-    """(sample submission, its ids, their images) from `test/`, or from `fallback` (an `images/` folder)."""
+@dataclass(frozen=True)
+class _TestPart:
+    sample: Path
+    ids: list[str]
+    images: FileImages
+    missing: dict[int, str]  # sample submission row -> why it has no image
+    unused: tuple[Path, ...]  # files in test/ the sample submission does not list
+
+
+def _test_part(root: Path, fallback: Path) -> _TestPart:
+    """The sample submission and its ids' images from `test/`, or from `fallback` (an `images/` folder,
+    whose files the caller accounts for)."""
     folder = root / "test" if (root / "test").is_dir() else fallback
-    keys = _keys(list_images(folder))
+    files = list_images(folder)
+    keys = _keys(files)
     sample = find_sample_submission(root, set(keys))
     ids = read_ids(sample)
-    return sample, ids, FileImages(tuple(_match(ids, keys, folder)), _cache_dir(root))
+    paths, missing = _match(ids, keys, folder)
+    unused = _unused(files, paths) if folder != fallback else ()
+    return _TestPart(sample, ids, FileImages(tuple(paths), _cache_dir(root)), missing, unused)
 
 
 def _relative_ids(root: Path, paths: list[Path]) -> list[str]:
@@ -118,7 +142,10 @@ def read_pixel_csv(root: Path) -> Competition:
     sample = find_sample_submission(root)
     test_ids = read_ids(sample)
     if len(test_ids) != len(test):
-        raise CompetitionError(f"{sample}: {len(test_ids)} ids but {test_path} has {len(test)} rows")
+        raise CompetitionError(
+            f"{sample}: {len(test_ids)} ids but {test_path} has {len(test)} rows; each id needs its test image"
+        )
+    train_columns, test_columns = _pixel_columns(train, train_path), _pixel_columns(test, test_path)
     return Competition(
         root=root,
         train_ids=[str(i) for i in range(len(train))],
@@ -126,9 +153,18 @@ def read_pixel_csv(root: Path) -> Competition:
         test_ids=test_ids,
         sample_submission=sample,
         solution=_solution(root),
-        train_images=ArrayImages(pixels_to_images(train, _pixel_columns(train, train_path), train_path)),
-        test_images=ArrayImages(pixels_to_images(test, _pixel_columns(test, test_path), test_path)),
+        train_images=ArrayImages(pixels_to_images(train.fillna(0), train_columns, train_path)),
+        test_images=ArrayImages(pixels_to_images(test.fillna(0), test_columns, test_path)),
+        labels_file=train_path,
+        unusable_train=_missing_pixels(train, train_columns),
+        unusable_test=_missing_pixels(test, test_columns),
     )
+
+
+def _missing_pixels(frame: pd.DataFrame, columns: list[str]) -> dict[int, str]:
+    """Row -> why, for rows with empty pixel values (read as 0 in the images, so never used)."""
+    empty = frame[columns].isna().sum(axis=1)
+    return {int(i): f"row {int(i) + 2}: {int(n)} empty pixel value(s)" for i, n in empty[empty > 0].items()}
 
 
 def find_labels_csv(root: Path, keys: dict[str, Path]) -> Path | None:
@@ -158,16 +194,21 @@ def read_labels_csv(root: Path) -> Competition:
     named = [c for c in frame.columns[1:] if c.lower() in LABEL_COLUMNS]
     label_column = named[0] if named else frame.columns[1]
     ids = frame.iloc[:, 0].tolist()
-    sample, test_ids, test_images = _test_part(root, image_dir)
+    paths, missing = _match(ids, keys, image_dir)
+    test = _test_part(root, image_dir)
     return Competition(
         root=root,
         train_ids=ids,
         train_labels=frame[label_column].tolist(),
-        test_ids=test_ids,
-        sample_submission=sample,
+        test_ids=test.ids,
+        sample_submission=test.sample,
         solution=_solution(root),
-        train_images=FileImages(tuple(_match(ids, keys, labels_path)), _cache_dir(root)),
-        test_images=test_images,
+        train_images=FileImages(tuple(paths), _cache_dir(root)),
+        test_images=test.images,
+        labels_file=labels_path,
+        unusable_train=missing,
+        unusable_test=test.missing,
+        unreferenced=_unused(list_images(image_dir), paths + list(test.images.paths)) + test.unused,
     )
 
 
@@ -183,16 +224,18 @@ def read_class_folders(root: Path) -> Competition:
         labels += [class_dir.name] * len(images)
     if not paths:
         raise CompetitionError(f"{train_dir}: no class folders with images (expected {train_dir.name}/<class>/*.png)")
-    sample, test_ids, test_images = _test_part(root, train_dir)
+    test = _test_part(root, train_dir)
     return Competition(
         root=root,
         train_ids=_relative_ids(root, paths),
         train_labels=labels,
-        test_ids=test_ids,
-        sample_submission=sample,
+        test_ids=test.ids,
+        sample_submission=test.sample,
         solution=_solution(root),
         train_images=FileImages(tuple(paths), _cache_dir(root)),
-        test_images=test_images,
+        test_images=test.images,
+        unusable_test=test.missing,
+        unreferenced=_unused(list_images(train_dir), list(test.images.paths)) + test.unused,  # loose in train/
     )
 
 
@@ -215,17 +258,19 @@ def read_label_in_name(root: Path) -> Competition:
     train_paths = list_images(train_dir)
     valid_paths = list_images(valid_dir) if valid_dir else []
     paths = train_paths + valid_paths
-    sample, test_ids, test_images = _test_part(root, train_dir)
+    test = _test_part(root, train_dir)
     return Competition(
         root=root,
         train_ids=_relative_ids(root, paths),
         train_labels=_labels_in_names(paths),
-        test_ids=test_ids,
-        sample_submission=sample,
+        test_ids=test.ids,
+        sample_submission=test.sample,
         solution=_solution(root),
         train_images=FileImages(tuple(paths), _cache_dir(root)),
-        test_images=test_images,
+        test_images=test.images,
         valid_ids=frozenset(_relative_ids(root, valid_paths)),
+        unusable_test=test.missing,
+        unreferenced=test.unused,
     )
 
 

@@ -42,6 +42,7 @@ class DataParams:
     test_fraction: float = field(default=0.2, metadata=_range(gt=0.0, le=0.9))  # digits only
     solution: str = ""  # optional CSV of the test part's true labels (id, label), copied in as solution.csv
     valid_split: Literal["merge", "holdout"] = "merge"  # a shipped valid/ folder: into the k folds, or the one fold
+    bad_images: Literal["skip", "stop"] = "skip"  # unusable training images: left out (listed), or stop `split`
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,7 @@ class Params:
     amp: Literal["auto", "on", "off"] = "auto"  # auto: on with CUDA, off on CPU
     loader: Literal["auto", "tensor", "dataloader"] = "auto"  # see kagglecv.loaders
     num_workers: int = field(default=0, metadata=_range(ge=0))  # dataloader path only
+    deterministic: bool = False  # PyTorch's deterministic algorithms (GPU; the CPU path repeats exactly anyway)
     data: DataParams = DataParams()
     # albumentations pipelines: a list of {TransformName: {argument: value}}
     augment: list[dict[str, dict[str, Any]]] = field(default_factory=list)
@@ -82,6 +84,7 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
         raise ParamsError(f"{path} is not valid YAML: {err}") from err
     errors: list[str] = []
     params = _build(Params, raw, "", errors)
+    errors += check_names(params, raw if isinstance(raw, dict) else {})
     if errors:
         raise ParamsError(f"{path} has {len(errors)} problem(s):\n" + "\n".join(f"  - {e}" for e in errors))
     return params
@@ -189,3 +192,27 @@ def _check_range(meta: typing.Mapping, value: Any, key: str, errors: list[str]) 
         errors.append(f"{key}: {value} is too small; it must be greater than {meta['gt']}")
     if meta.get("le") is not None and value > meta["le"]:
         errors.append(f"{key}: {value} is too large; it must be at most {meta['le']}")
+
+
+def check_names(params: Params, raw: dict) -> list[str]:
+    """Problems with the names `params.yaml` gives: a `model` not in timm's registry, `augment:`
+    entries albumentations does not have. Only keys set in the file are checked (the defaults are valid)."""
+    errors = []
+    if "model" in raw and isinstance(raw["model"], str):
+        import timm
+
+        import kagglecv.models  # noqa: F401  registers the project's own models with timm
+
+        if not timm.is_model(params.model):
+            close = difflib.get_close_matches(params.model, timm.list_models(), n=5)
+            hint = f"; closest names in timm's registry: {', '.join(close)}" if close else ""
+            errors.append(f"model: unknown model {params.model!r}{hint} (any name from timm.list_models())")
+    if raw.get("augment") and params.augment:
+        from kagglecv.transforms import TransformError, build_transforms
+
+        for i, entry in enumerate(params.augment):  # one at a time, so every bad entry is reported
+            try:
+                build_transforms(spec=[entry], seed=0, key="augment")
+            except TransformError as err:
+                errors.append(str(err).replace("augment[0]", f"augment[{i}]", 1))
+    return errors

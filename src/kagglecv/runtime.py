@@ -13,6 +13,10 @@ import torch
 
 log = logging.getLogger("kagglecv")
 
+# torch.OutOfMemoryError (torch >= 2.5) is what torch.cuda.OutOfMemoryError now names.
+OUT_OF_MEMORY: type[Exception] = getattr(torch, "OutOfMemoryError", torch.cuda.OutOfMemoryError)
+OUT_OF_MEMORY_FIX = "out of GPU memory: lower batch_size or img_size, or set amp: on"
+
 
 def setup_logging() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
@@ -26,8 +30,24 @@ def seed_everything(seed: int) -> None:
     os.environ.setdefault("PYTHONHASHSEED", str(seed))
 
 
+def use_deterministic_algorithms(on: bool) -> None:
+    """The `deterministic` param: PyTorch's deterministic kernels (slower on GPU).
+
+    An op with no deterministic CUDA kernel (e.g. adaptive average pooling's backward) warns, naming
+    itself, rather than stopping the run. cuBLAS needs its workspace fixed before its first use.
+    """
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(on, warn_only=True)
+    torch.backends.cudnn.deterministic = on
+    torch.backends.cudnn.benchmark = False
+
+
 def main_of(run_stage: Callable[[], object], *errors: type[Exception]) -> Callable[[], None]:
-    """A stage's `main`: run it, and turn the expected errors into one line on stderr and exit 1."""
+    """A stage's `main`: run it, and turn the expected errors into one line on stderr and exit 1.
+
+    Running out of GPU memory is expected in every stage; its message names the knobs that fix it.
+    """
 
     def main() -> None:
         setup_logging()
@@ -35,6 +55,10 @@ def main_of(run_stage: Callable[[], object], *errors: type[Exception]) -> Callab
             run_stage()
         except errors as err:
             print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(1) from None
+        except OUT_OF_MEMORY as err:
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            print(f"error: {OUT_OF_MEMORY_FIX} ({first_line})", file=sys.stderr)
             raise SystemExit(1) from None
 
     return main

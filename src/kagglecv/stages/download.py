@@ -44,7 +44,7 @@ def run(params: Params, out_dir: Path = RAW_DIR) -> dict[str, int]:
     """Write the competition to `out_dir` (replacing it only once complete); return its sizes."""
     with atomic_path(out_dir) as tmp:
         fetch_competition(params.data, tmp, previous=out_dir)
-        competition = read_competition(tmp, params.data.layout)  # refuse a competition we cannot read
+        competition = read_competition(tmp, params.data.layout, check_images=False)  # refuse one we cannot read
     summary = {"train_images": len(competition.train_ids), "test_images": len(competition.test_ids)}
     log.info("%s: %d training and %d test images in %s", params.data.source, *summary.values(), out_dir)
     return summary

@@ -1,7 +1,9 @@
-"""Stage `split`: assign every training image to one of `n_folds` stratified folds.
+"""Stage `split`: check every image, and assign every usable training image to one of `n_folds` stratified folds.
 
-Reads params: `seed`, `n_folds`, `data.layout`, `data.valid_split`; files: `data/raw/`. Writes
-`data/folds.csv` (id, label, fold), the versioned fold assignment every later stage uses.
+Reads params: `seed`, `n_folds`, `data.layout`, `data.valid_split`, `data.bad_images`; files: `data/raw/`.
+Writes `data/folds.csv` (id, label, fold), the versioned fold assignment every later stage uses, and
+`data/ingest_report.csv` (part, file, id, problem, action): every problem the ingest checks found
+(`kagglecv.ingest`), also when they stop the stage. Training images left out are not in the folds.
 
 With `data.valid_split: holdout` and a competition that ships a validation folder, that folder
 is the one validation fold: its images get fold 0 and every other image fold -1
@@ -10,6 +12,7 @@ is the one validation fold: its images get fold 0 and every other image fold -1
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections import Counter
 from pathlib import Path
@@ -19,7 +22,16 @@ import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
 from kagglecv.artifacts import write_csv
-from kagglecv.data import FOLDS_FILE, RAW_DIR, TRAIN_ONLY_FOLD, CompetitionError, read_competition
+from kagglecv.data import (
+    FOLDS_FILE,
+    INGEST_REPORT,
+    RAW_DIR,
+    TRAIN_ONLY_FOLD,
+    CompetitionError,
+    IngestProblem,
+    read_competition,
+)
+from kagglecv.ingest import IngestError
 from kagglecv.params import Params, ParamsError, load_params
 from kagglecv.runtime import main_of
 
@@ -32,7 +44,10 @@ def make_folds(ids: list[str], labels: list[str], *, n_folds: int, seed: int) ->
     rare = sorted((n, label) for label, n in counts.items() if n < n_folds)
     if rare:
         listed = ", ".join(f"{label!r} ({n})" for n, label in rare[:5])
-        raise CompetitionError(f"n_folds: {n_folds} folds need at least {n_folds} images per class; too few: {listed}")
+        raise CompetitionError(
+            f"n_folds: {n_folds} folds need at least {n_folds} images per class; too few: {listed}; "
+            f"lower n_folds or add images of those classes"
+        )
     fold = np.empty(len(ids), dtype=np.int64)
     splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     for k, (_, valid) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
@@ -46,8 +61,28 @@ def make_holdout(ids: list[str], labels: list[str], valid_ids: frozenset[str]) -
     return pd.DataFrame({"id": ids, "label": labels, "fold": np.array(fold, dtype=np.int64)})
 
 
-def run(params: Params, raw_dir: Path = RAW_DIR, out_path: Path = FOLDS_FILE) -> dict[str, int]:
-    competition = read_competition(raw_dir, params.data.layout)
+def write_report(path: Path, problems: tuple[IngestProblem, ...]) -> None:
+    columns = [f.name for f in dataclasses.fields(IngestProblem)]
+    write_csv(path, pd.DataFrame([dataclasses.astuple(p) for p in problems], columns=columns))
+
+
+def run(
+    params: Params, raw_dir: Path = RAW_DIR, out_path: Path = FOLDS_FILE, report_path: Path | None = None
+) -> dict[str, int]:
+    """Write the folds and the ingest report (by default beside the folds); return their sizes."""
+    report_path = report_path or out_path.with_name(INGEST_REPORT.name)
+    try:
+        competition = read_competition(raw_dir, params.data.layout, bad_images=params.data.bad_images)
+    except IngestError as err:
+        write_report(report_path, err.problems)
+        raise IngestError(f"{err} (all listed in {report_path})", err.problems) from None
+    write_report(report_path, competition.problems)
+    excluded = [p for p in competition.problems if p.action == "excluded"]
+    if excluded:
+        log.warning(
+            "left out %d unusable training image(s), e.g. %s: %s; all listed in %s",
+            len(excluded), excluded[0].file, excluded[0].problem, report_path,
+        )  # fmt: skip
     ids, labels = competition.train_ids, competition.train_labels
     if params.data.valid_split == "holdout":
         if not competition.valid_ids:
@@ -61,7 +96,7 @@ def run(params: Params, raw_dir: Path = RAW_DIR, out_path: Path = FOLDS_FILE) ->
     n_folds = int(folds["fold"].max()) + 1
     sizes = folds["fold"].value_counts().sort_index().to_dict()
     log.info("%d images in %d validation fold(s); images per fold %s", len(folds), n_folds, sizes)
-    return {"images": len(folds), "folds": n_folds}
+    return {"images": len(folds), "folds": n_folds, "excluded": len(excluded)}
 
 
 main = main_of(lambda: run(load_params()), ParamsError, CompetitionError)

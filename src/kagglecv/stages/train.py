@@ -25,7 +25,7 @@ from kagglecv.engine import EpochLog, FitConfig, TrainingDiverged, fit, select_p
 from kagglecv.loaders import eval_batches, train_batches
 from kagglecv.models import ModelError, build_model
 from kagglecv.params import Params, ParamsError, load_params
-from kagglecv.runtime import main_of, seed_everything
+from kagglecv.runtime import main_of, seed_everything, use_deterministic_algorithms
 from kagglecv.transforms import TransformError
 
 log = logging.getLogger("kagglecv.train")
@@ -57,6 +57,7 @@ def run(
     metrics_path: Path = TRAIN_METRICS,
 ) -> dict:
     """Train every fold; return the per-fold summary written to `metrics_path`."""
+    use_deterministic_algorithms(params.deterministic)
     competition = read_competition(raw_dir, params.data.layout)
     folds = read_folds(folds_path)
     if folds["id"].tolist() != competition.train_ids:

@@ -1,0 +1,179 @@
+"""The ingest checks: every image of a competition is looked at once, before anything trains on it.
+
+`inspect_competition` takes what a layout reader found and returns the competition every stage
+uses, with its problems listed (`Competition.problems`, written by `split` to
+`data/ingest_report.csv`):
+
+- a training image that is missing, unreadable or truncated, whose id repeats, or whose label is
+  empty or has no column in a probability sample submission: left out (`data.bad_images: skip`)
+  or the stage stops (`stop`);
+- an empty test set, a repeated sample-submission id, a sample-submission id with no test image, a
+  test image that cannot be read: the stage stops, since every test id needs a prediction;
+- an image file no CSV refers to: noted, nothing else.
+
+An image is checked by decoding it completely with Pillow (which, unlike OpenCV, refuses a truncated
+JPEG); the verdicts are cached in `data/cache/` per set of files, so later stages do not decode again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from kagglecv.artifacts import write_json
+from kagglecv.data import Competition, CompetitionError, FileImages, IngestProblem
+
+SHOWN = 3  # problems quoted in an error message; the report lists them all
+
+
+class IngestError(CompetitionError):
+    """The competition cannot be used as it is; `problems` lists every finding, the message the first few."""
+
+    def __init__(self, message: str, problems: Sequence[IngestProblem]) -> None:
+        super().__init__(message)
+        self.problems = tuple(problems)
+
+
+def check_image(path: Path) -> str | None:
+    """What is wrong with one image file, or None when it decodes completely."""
+    if not path.is_file():
+        return "missing"
+    try:
+        with Image.open(path) as image:
+            image.load()
+    except UnidentifiedImageError:
+        return "not an image file Pillow can read"
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        return f"truncated or corrupt image ({err})"
+    return None
+
+
+def find_bad_images(paths: Sequence[Path], cache_dir: Path | None) -> dict[int, str]:
+    """Index -> what is wrong, for each of `paths` that does not decode; cached in `cache_dir`."""
+    digest = hashlib.sha1(b"check_image v1")
+    for path in paths:
+        size, mtime = (path.stat().st_size, path.stat().st_mtime_ns) if path.is_file() else (-1, -1)
+        digest.update(f"\n{path.resolve()} {size} {mtime}".encode())
+    cached = cache_dir / f"checked-{digest.hexdigest()[:16]}.json" if cache_dir else None
+    if cached is not None and cached.exists():
+        return {int(i): reason for i, reason in json.loads(cached.read_text()).items()}
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # Pillow decodes without the GIL
+        verdicts = list(pool.map(check_image, paths))
+    bad = {i: reason for i, reason in enumerate(verdicts) if reason is not None}
+    if cached is not None:
+        write_json(cached, {str(i): reason for i, reason in bad.items()})
+    return bad
+
+
+def _is_empty(label: object) -> bool:
+    return label is None or (isinstance(label, float) and math.isnan(label)) or not str(label).strip()
+
+
+def _file(competition: Competition, path: Path) -> str:
+    return path.relative_to(competition.root).as_posix() if path.is_relative_to(competition.root) else str(path)
+
+
+def _train_problems(competition: Competition, check_images: bool) -> dict[int, tuple[str, str]]:
+    """Row -> (file at fault, what is wrong) for the training rows that cannot be used."""
+    c = competition
+    listing = _file(c, c.labels_file) if c.labels_file else "training files"
+    found: dict[int, tuple[str, str]] = {i: (listing, why) for i, why in c.unusable_train.items()}
+    labels_of: dict[str, set[str]] = {}
+    for image_id, label in zip(c.train_ids, c.train_labels):
+        labels_of.setdefault(image_id, set()).add(str(label))
+    sample_columns = list(pd.read_csv(c.sample_submission, nrows=0).columns)
+    seen: set[str] = set()
+    for i, (image_id, label) in enumerate(zip(c.train_ids, c.train_labels)):
+        if i in found:
+            continue
+        if len(labels_of[image_id]) > 1:
+            found[i] = (listing, f"id {image_id!r} appears more than once, with different labels")
+        elif image_id in seen:
+            found[i] = (listing, f"id {image_id!r} appears more than once; the first row is kept")
+        elif _is_empty(label):
+            found[i] = (listing, "empty label")
+        elif len(sample_columns) > 2 and str(label) not in sample_columns[1:]:
+            found[i] = (listing, f"label {label!r} is not a column of {c.sample_submission.name}")
+        seen.add(image_id)
+    images = c.train_images
+    if check_images and isinstance(images, FileImages):
+        todo = [i for i in range(len(images)) if i not in found]
+        for j, why in find_bad_images([images.paths[i] for i in todo], images.cache_dir).items():
+            found[todo[j]] = (_file(c, images.paths[todo[j]]), why)
+    return dict(sorted(found.items()))
+
+
+def _test_problems(competition: Competition, check_images: bool) -> list[IngestProblem]:
+    c = competition
+    sample = _file(c, c.sample_submission)
+    if not c.test_ids:
+        return [IngestProblem("test", sample, "", "the test set is empty: the sample submission lists no ids")]
+    found = {i: (sample, why) for i, why in c.unusable_test.items()}
+    seen: set[str] = set()
+    for i, test_id in enumerate(c.test_ids):
+        if test_id in seen and i not in found:
+            found[i] = (sample, f"id {test_id!r} appears more than once")
+        seen.add(test_id)
+    images = c.test_images
+    if check_images and isinstance(images, FileImages):
+        todo = [i for i in range(len(images)) if i not in found]
+        for j, why in find_bad_images([images.paths[i] for i in todo], images.cache_dir).items():
+            found[todo[j]] = (_file(c, images.paths[todo[j]]), why)
+    return [IngestProblem("test", file, c.test_ids[i], why, "stop") for i, (file, why) in sorted(found.items())]
+
+
+def _describe(problems: Sequence[IngestProblem]) -> str:
+    """The first few problems as `file (id …): what`, for a one-line message."""
+    shown = []
+    for p in problems[:SHOWN]:
+        named_by_file = not p.id or p.id in (Path(p.file).name, Path(p.file).stem)
+        shown.append(f"{p.file if named_by_file else f'{p.file} (id {p.id})'}: {p.problem}")
+    return "; ".join(shown) + (f"; and {len(problems) - SHOWN} more" if len(problems) > SHOWN else "")
+
+
+def inspect_competition(
+    competition: Competition, *, bad_images: str = "skip", check_images: bool = True
+) -> Competition:
+    """`competition` without its unusable training rows, `problems` listing every finding; raises
+    `IngestError` for a problem with the test set, or an unusable training image under `bad_images: stop`."""
+    c = competition
+    train_found = _train_problems(c, check_images)
+    action = "excluded" if bad_images == "skip" else "stop"
+    train = [IngestProblem("train", file, c.train_ids[i], why, action) for i, (file, why) in train_found.items()]
+    test = _test_problems(c, check_images)
+    noted = [IngestProblem("unused", _file(c, p), "", "no CSV refers to this image", "ignored") for p in c.unreferenced]
+    problems = train + test + noted
+    if test:
+        raise IngestError(
+            f"{len(test)} problem(s) with the test set, where every id needs a prediction: {_describe(test)}; "
+            f"fix the sample submission or the test images and rerun",
+            problems,
+        )
+    if train and bad_images == "stop":
+        raise IngestError(
+            f"{len(train)} unusable training image(s) and data.bad_images is stop: {_describe(train)}; "
+            f"fix or remove them, or set data.bad_images: skip to train without them",
+            problems,
+        )
+    keep = [i for i in range(len(c.train_ids)) if i not in train_found]
+    if not keep:
+        raise IngestError(f"no usable training images: {_describe(train)}", problems)
+    ids = [c.train_ids[i] for i in keep]
+    return dataclasses.replace(
+        c,
+        train_ids=ids,
+        train_labels=[c.train_labels[i] for i in keep],
+        train_images=c.train_images.select(keep) if train else c.train_images,
+        valid_ids=c.valid_ids & frozenset(ids),
+        unusable_train={},
+        problems=tuple(problems),
+    )
