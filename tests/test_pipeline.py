@@ -23,16 +23,21 @@ def trained(digits_raw, tmp_path_factory):
         "folds": out / "folds.csv", "models": out / "models", "oof": out / "oof.csv", "live": out / "dvclive",
         "train_metrics": out / "train.json", "cv": out / "cv.json", "confusion": out / "confusion.csv",
         "submission": out / "submission.csv", "probs": out / "test_probs.csv", "lb": out / "lb.json",
+        "augmented": out / "augmented.png", "confusion_png": out / "confusion.png", "mistakes": out / "mistakes.png",
+        "views": out / "test_views.npz",
     }  # fmt: skip
     split.run(params, raw_dir=digits_raw, out_path=paths["folds"])
     summary = train.run(
         params, raw_dir=digits_raw, folds_path=paths["folds"], models_dir=paths["models"], oof_path=paths["oof"],
-        live_dir=paths["live"], metrics_path=paths["train_metrics"],
+        live_dir=paths["live"], metrics_path=paths["train_metrics"], augmented_path=paths["augmented"],
     )  # fmt: skip
-    evaluate.run(oof_path=paths["oof"], metrics_path=paths["cv"], confusion_path=paths["confusion"])
+    evaluate.run(
+        params, raw_dir=digits_raw, oof_path=paths["oof"], metrics_path=paths["cv"], confusion_path=paths["confusion"],
+        confusion_image=paths["confusion_png"], mistakes_image=paths["mistakes"],
+    )  # fmt: skip
     predict.run(
         params, raw_dir=digits_raw, models_dir=paths["models"], submission_path=paths["submission"],
-        probs_path=paths["probs"], metrics_path=paths["lb"],
+        probs_path=paths["probs"], views_path=paths["views"], metrics_path=paths["lb"],
     )  # fmt: skip
     return params, paths, summary
 
