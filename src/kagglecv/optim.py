@@ -1,7 +1,9 @@
 """Optimiser, learning-rate schedule and weight EMA, built from params with timm and torch.
 
-`LrSchedule` puts timm's schedulers (cosine with warmup, step, plateau) and torch's `OneCycleLR`
-behind one interface the engine calls after every optimiser step and at the end of every epoch.
+`LrSchedule` puts timm's schedulers (cosine and step, with warmup) and torch's `OneCycleLR` and
+`ReduceLROnPlateau` behind one interface the engine calls after every optimiser step and at the
+end of every epoch. Plateau is torch's because timm's does not checkpoint its counters (so a
+resumed run would differ); it has no warmup.
 """
 
 from __future__ import annotations
@@ -53,12 +55,16 @@ class LrSchedule:
                 optimizer, max_lr=lr, total_steps=max(epochs * steps_per_epoch, 1),
                 pct_start=min(max(warmup_epochs / epochs, 0.05), 0.5), final_div_factor=1 / MIN_LR_RATIO,
             )  # fmt: skip
+        elif name == "plateau":
+            self.impl = torch.optim.lr_scheduler.ReduceLROnPlateau(
+                optimizer, mode=plateau_mode, factor=decay_rate, patience=decay_epochs, min_lr=lr * MIN_LR_RATIO
+            )
         elif name != "none":
             self.impl, _ = create_scheduler_v2(
                 optimizer, sched=name, num_epochs=epochs, warmup_epochs=warmup_epochs,
                 warmup_lr=lr * MIN_LR_RATIO, min_lr=lr * MIN_LR_RATIO,
-                decay_epochs=decay_epochs, patience_epochs=decay_epochs, decay_rate=decay_rate,
-                plateau_mode=plateau_mode, step_on_epochs=name == "plateau", updates_per_epoch=steps_per_epoch,
+                decay_epochs=decay_epochs, decay_rate=decay_rate,
+                step_on_epochs=False, updates_per_epoch=steps_per_epoch,
             )  # fmt: skip
 
     def after_step(self, step: int) -> None:
@@ -71,7 +77,7 @@ class LrSchedule:
     def after_epoch(self, epoch: int, metric: float) -> None:
         """`epoch`: epochs done so far; `metric`: the monitored validation value (plateau only)."""
         if self.name == "plateau":
-            self.impl.step(epoch, metric)
+            self.impl.step(metric)
 
     def state_dict(self) -> dict:
         return self.impl.state_dict() if self.impl is not None else {}

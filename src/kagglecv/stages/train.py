@@ -31,7 +31,7 @@ from kagglecv.folds import FoldData, TrainSetup, train_fold
 from kagglecv.models import ModelError, build_model, model_stats
 from kagglecv.params import Params, ParamsError, load_params
 from kagglecv.pictures import write_image_grid
-from kagglecv.resume import ResumeStore, resume_key
+from kagglecv.resume import RESUME_DIR, ResumeStore, resume_key
 from kagglecv.runtime import main_of
 from kagglecv.transforms import TransformError, apply_transforms, build_transforms, resolve_augment
 from kagglecv.tta import TTAError, parse_views
@@ -61,6 +61,7 @@ def run(
     live_dir: Path = LIVE_DIR,
     metrics_path: Path = TRAIN_METRICS,
     augmented_path: Path = AUGMENTED_PLOT,
+    resume_dir: Path = RESUME_DIR,
 ) -> dict:
     """Train every fold (resuming an interrupted run); return the summary written to `metrics_path`."""
     competition = read_competition(raw_dir, params.data.layout)
@@ -72,7 +73,7 @@ def run(
     images = competition.train_images.load(img_size=params.img_size, channels=params.data.channels)
     setup = make_setup(params, images, len(classes))
     data = FoldData(images, apply_transforms(images, setup.test_transform), labels, folds["fold"].to_numpy())
-    store = ResumeStore(resume_key(dataclasses.asdict(params), images, labels, data.fold_of))
+    store = ResumeStore(resume_key(dataclasses.asdict(params), images, labels, data.fold_of), resume_dir)
     n_folds = int(data.fold_of.max()) + 1
     log.info(
         "%d images %s, %d classes, %d folds, model %s on %s%s%s", len(images), images.shape[1:], len(classes),
