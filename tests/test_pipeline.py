@@ -91,3 +91,22 @@ def test_submission_matches_the_sample_submission(trained, digits_raw):
     assert [line.split(",")[0] for line in sub_text] == [line.split(",")[0] for line in sample_text]
     labels = pd.read_csv(paths["submission"])["Label"]
     assert labels.dtype.kind == "i" and set(labels) <= set(range(10))
+
+
+def test_pictures_are_png_files(trained):
+    from PIL import Image
+
+    _, paths, _ = trained
+    for name in ("augmented", "confusion_png", "mistakes"):
+        with Image.open(paths[name]) as image:
+            assert image.format == "PNG" and image.width > 32 and image.height > 32
+
+
+def test_per_fold_and_per_view_test_probabilities_are_kept(trained):
+    _, paths, _ = trained
+    views = np.load(paths["views"])
+    probs = views["probs"]
+    assert probs.shape[:2] == (2, 1) and probs.shape[3] == 10  # (folds, views, N, classes)
+    assert list(views["views"]) == ["identity"]
+    averaged = pd.read_csv(paths["probs"])[[str(i) for i in range(10)]].to_numpy()
+    np.testing.assert_allclose(probs.mean((0, 1)), averaged, atol=1e-5)

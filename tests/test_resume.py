@@ -85,3 +85,20 @@ def test_a_change_of_params_or_data_starts_fresh():
     assert key == resume_key(dataclasses.asdict(PARAMS), images.copy(), labels.copy())
     assert key != resume_key(dataclasses.asdict(dataclasses.replace(PARAMS, lr=0.01)), images, labels)
     assert key != resume_key(dataclasses.asdict(PARAMS), images, labels[::-1].copy())
+
+
+def test_folds_trained_separately_are_gathered(digits_raw, tmp_path, monkeypatch, caplog):
+    params = dataclasses.replace(PARAMS, epochs=1, model="softmax_regression", mixup=MixupParams(), tta=[])
+    out = tmp_path / "run"
+    split.run(params, raw_dir=digits_raw, out_path=out / "folds.csv")
+    kwargs = dict(raw_dir=digits_raw, folds_path=out / "folds.csv", models_dir=out / "models", oof_path=out / "oof.csv",
+                  live_dir=out / "dvclive", metrics_path=out / "train.json", augmented_path=out / "augmented.png",
+                  resume_dir=tmp_path / "resume")  # fmt: skip
+    monkeypatch.setenv(train.ONLY_FOLDS_ENV, "1")  # as on another machine
+    assert set(train.run(params, **kwargs)["folds"]) == {"1"}
+    assert not (out / "oof.csv").exists()
+    monkeypatch.delenv(train.ONLY_FOLDS_ENV)
+    with caplog.at_level(logging.INFO, logger="kagglecv.train"):
+        assert set(train.run(params, **kwargs)["folds"]) == {"0", "1"}
+    assert "fold 1: finished by an earlier, interrupted run; reusing its results" in caplog.text
+    assert (out / "oof.csv").exists()

@@ -9,6 +9,7 @@ process scores the whole validation fold; only the first writes files.
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
@@ -55,6 +56,8 @@ def launch_or_run(run: Callable[[], object], devices: int | str, module: str = "
     n = count_devices(devices)
     if "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ:  # inside torchrun
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
+        if not is_main():
+            logging.getLogger("kagglecv").setLevel(logging.WARNING)  # one log, the first process's
         try:
             run()
         finally:

@@ -44,6 +44,7 @@ LIVE_DIR = Path("dvclive")
 TRAIN_METRICS = Path("metrics/train.json")
 AUGMENTED_PLOT = Path("plots/augmented.png")
 STOP_AFTER_ENV = "KAGGLECV_STOP_AFTER"  # "fold:epochs", e.g. "0:2": interrupt there, as Ctrl-C would
+ONLY_FOLDS_ENV = "KAGGLECV_FOLDS"  # "0,2": train only these folds into the resume store, write no outputs
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
@@ -85,7 +86,10 @@ def run(
     oof = np.zeros((len(images), len(classes)), np.float32)
     summary: dict[str, dict] = {}
     started = time.perf_counter()
+    only = _only_folds()
     for fold in range(n_folds):
+        if only is not None and fold not in only:
+            continue
         with _live(live_dir / f"fold{fold}") as live:
             on_epoch = _epoch_logger(live, fold, n_folds, params.epochs, started)
             result = train_fold(fold, params, data, setup, store, on_epoch=on_epoch, stop_after=_stop_after())
@@ -101,6 +105,9 @@ def run(
             "images_per_s": round(float(np.median([e["images_per_s"] for e in history])), 1),
         }  # fmt: skip
     totals = {"seconds": round(time.perf_counter() - started, 2)}
+    if only is not None:
+        log.info("folds %s trained into %s; gather every fold's file there and run 'dvc repro'", sorted(only), store.dir)
+        return {"folds": summary, **totals}
     if distributed.is_main():
         frame = pd.DataFrame(oof, columns=classes)
         frame.insert(0, "fold", data.fold_of)
@@ -143,6 +150,11 @@ def _checkpoint(params: Params, setup: TrainSetup, classes: list[str], images: n
         "valid_accuracy": history[result["best_epoch"]]["valid_accuracy"], "ema": params.ema.enabled,
         "params": dataclasses.asdict(params), "state_dict": result["best_state"],
     }  # fmt: skip
+
+
+def _only_folds() -> set[int] | None:
+    value = os.environ.get(ONLY_FOLDS_ENV)
+    return {int(v) for v in value.split(",")} if value else None
 
 
 def _stop_after() -> tuple[int, int] | None:
