@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from kagglecv.losses import build_loss, build_mixup
 from kagglecv.optim import LrSchedule, build_ema, build_optimizer
-from kagglecv.resume import read_rng_state, write_rng_state
+from kagglecv.resume import restore, snapshot
 from kagglecv.stopping import EarlyStopping
 from kagglecv.tta import IDENTITY, apply_view
 
@@ -251,34 +251,6 @@ def build_trainer(
                    config.clip_grad, config.accumulate)  # fmt: skip
 
 
-def snapshot(trainer: Trainer, stopper: EarlyStopping, history: list[EpochLog], epochs_done: int) -> dict:
-    """Everything needed to continue `fit` after `epochs_done` epochs, as plain tensors and numbers."""
-    cpu = lambda sd: {k: v.detach().cpu().clone() for k, v in sd.items()}  # noqa: E731
-    return {
-        "epochs_done": epochs_done, "step": trainer.step, "model": cpu(trainer.plain_model.state_dict()),
-        "optimizer": trainer.optimizer.state_dict(), "schedule": trainer.schedule.state_dict(),
-        "scaler": trainer.scaler.state_dict() if trainer.scaler is not None else None,
-        "ema": cpu(trainer.ema.module.state_dict()) if trainer.ema is not None else None,
-        "stopper": stopper.state_dict(), "history": [dataclasses.asdict(h) for h in history],
-        "rng": read_rng_state(),
-    }  # fmt: skip
-
-
-def restore(trainer: Trainer, stopper: EarlyStopping, state: dict) -> tuple[list[EpochLog], int]:
-    """Load a `snapshot` into `trainer` and `stopper`; return (history, epochs done)."""
-    trainer.plain_model.load_state_dict(state["model"])
-    trainer.optimizer.load_state_dict(state["optimizer"])
-    trainer.schedule.load_state_dict(state["schedule"])
-    if trainer.scaler is not None and state["scaler"] is not None:
-        trainer.scaler.load_state_dict(state["scaler"])
-    if trainer.ema is not None and state["ema"] is not None:
-        trainer.ema.module.load_state_dict(state["ema"])
-    trainer.step = state["step"]
-    stopper.load_state_dict(state["stopper"])
-    write_rng_state(state["rng"])
-    return [EpochLog(**h) for h in state["history"]], state["epochs_done"]
-
-
 def fit(
     trainer: Trainer,
     train_batches: Callable[[int], Batches],
@@ -298,7 +270,10 @@ def fit(
     from; `on_epoch(log, state)` is called after every epoch, `state()` giving that snapshot.
     """
     stopper = EarlyStopping(patience=config.patience, mode="min" if config.monitor == "valid_loss" else "max")
-    history, start = restore(trainer, stopper, resume) if resume else ([], 0)
+    history, start = [], 0
+    if resume:
+        entries, start = restore(trainer, stopper, resume)
+        history = [EpochLog(**entry) for entry in entries]
     precision = trainer.precision
     for epoch in range(start, config.epochs):
         if stopper.should_stop:
@@ -316,6 +291,6 @@ def fit(
             seconds, seen / seconds, improved,
         )  # fmt: skip
         history.append(log)
-        on_epoch(log, lambda: snapshot(trainer, stopper, history, epoch + 1))
+        on_epoch(log, lambda: snapshot(trainer, stopper, [dataclasses.asdict(h) for h in history], epoch + 1))
     trainer.eval_model.load_state_dict(stopper.best_state)
     return FitResult(stopper.best_epoch, stopper.best_state, stopper.best_probs, history, trainer.eval_model)

@@ -23,7 +23,7 @@ from kagglecv.models import build_model
 from kagglecv.params import Params
 from kagglecv.resume import ResumeStore
 from kagglecv.runtime import seed_everything
-from kagglecv.transforms import build_transforms, resolve_augment
+from kagglecv.transforms import resolve_augment
 from kagglecv.tta import IDENTITY
 
 log = logging.getLogger("kagglecv.train")

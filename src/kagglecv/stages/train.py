@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from dvclive import Live
 
 from kagglecv import distributed
@@ -82,7 +81,7 @@ def run(
         if setup.precision.amp_dtype else "", f" x{distributed.world_size()} processes" if distributed.world_size() > 1 else "",
     )  # fmt: skip
     if distributed.is_main():
-        write_augmented_grid(augmented_path, params, data, setup)
+        write_augmented_grid(augmented_path, params, data, classes)
     oof = np.zeros((len(images), len(classes)), np.float32)
     summary: dict[str, dict] = {}
     started = time.perf_counter()
@@ -133,12 +132,12 @@ def make_setup(params: Params, images: np.ndarray, num_classes: int) -> TrainSet
     return TrainSetup(precision, *stats, test_transform, parse_views(params.tta))
 
 
-def write_augmented_grid(path: Path, params: Params, data: FoldData, setup: TrainSetup, n: int = 32) -> None:
+def write_augmented_grid(path: Path, params: Params, data: FoldData, classes: list[str], n: int = 32) -> None:
     """The first training batch of fold 0, as the model sees it after augmentation (before mixup)."""
     transform = build_transforms(spec=resolve_augment(params.augment, params.img_size), seed=params.seed)
     idx = np.flatnonzero(data.fold_of != 0)[:n]
     shown = np.stack([transform(image=image)["image"].reshape(image.shape) for image in data.images[idx]])
-    write_image_grid(path, shown, [f"label {data.labels[i]}" for i in idx])
+    write_image_grid(path, shown, [classes[data.labels[i]] for i in idx])
 
 
 def _checkpoint(params: Params, setup: TrainSetup, classes: list[str], images: np.ndarray, fold: int, result: dict) -> dict:
