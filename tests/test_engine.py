@@ -180,6 +180,12 @@ def test_losses_accept_soft_targets():
         assert torch.isfinite(build_loss(name=name)(logits, soft))
 
 
+def test_class_weights_reach_the_loss():
+    weights = torch.tensor([1.0, 2.0, 3.0])
+    trainer = _trainer(FitConfig(epochs=1, lr=0.1), class_weights=weights)
+    torch.testing.assert_close(trainer.loss_fn.weight, weights)
+
+
 def test_inverse_frequency_weights_average_one_over_images():
     labels = np.array([0] * 8 + [1] * 2)
     w = inverse_frequency(labels, 3)
