@@ -12,6 +12,7 @@ from kagglecv.params import EmaParams, MixupParams, Params
 from kagglecv.stages import predict, split, train
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "options",
     [

@@ -95,14 +95,7 @@ def run(
         oof[data.fold_of == fold] = result["oof_probs"]
         if distributed.is_main():
             write_checkpoint(models_dir / f"fold{fold}.pt", _checkpoint(params, setup, classes, images, fold, result))
-        history = result["history"]
-        best = history[result["best_epoch"]]
-        summary[str(fold)] = {
-            "best_epoch": result["best_epoch"] + 1, "epochs_run": len(history),
-            "valid_accuracy": round(best["valid_accuracy"], 6),
-            "seconds": round(sum(e["seconds"] for e in history), 2),
-            "images_per_s": round(float(np.median([e["images_per_s"] for e in history])), 1),
-        }  # fmt: skip
+        summary[str(fold)] = _fold_summary(result)
     totals = {"seconds": round(time.perf_counter() - started, 2)}
     if only is not None:
         log.info("folds %s trained into %s; gather every fold's file there and run 'dvc repro'", sorted(only), store.dir)
@@ -112,12 +105,22 @@ def run(
         frame.insert(0, "fold", data.fold_of)
         frame.insert(0, "label", competition.train_labels)
         frame.insert(0, "id", competition.train_ids)
-        write_csv(oof_path, frame, float_format="%.6g")
+        write_csv(oof_path, frame, float_format="%.6g")  # every image; fold -1 rows (train only) stay zero
         write_json(metrics_path, {"train": {**totals, "folds": summary}})
     distributed.barrier()  # every process is done with the resume state before it goes
     if distributed.is_main():
         store.clear()
     return {"folds": summary, **totals}
+
+
+def _fold_summary(result: dict) -> dict:
+    history = result["history"]
+    return {
+        "best_epoch": result["best_epoch"] + 1, "epochs_run": len(history),
+        "valid_accuracy": round(history[result["best_epoch"]]["valid_accuracy"], 6),
+        "seconds": round(sum(e["seconds"] for e in history), 2),
+        "images_per_s": round(float(np.median([e["images_per_s"] for e in history])), 1),
+    }  # fmt: skip
 
 
 def make_setup(params: Params, images: np.ndarray, num_classes: int) -> TrainSetup:
