@@ -32,8 +32,8 @@ def trained(digits_raw, tmp_path_factory):
         live_dir=paths["live"], metrics_path=paths["train_metrics"], augmented_path=paths["augmented"],
     )  # fmt: skip
     evaluate.run(
-        params, raw_dir=digits_raw, oof_path=paths["oof"], metrics_path=paths["cv"], confusion_path=paths["confusion"],
-        confusion_image=paths["confusion_png"], mistakes_image=paths["mistakes"],
+        oof_path=paths["oof"], metrics_path=paths["cv"], confusion_path=paths["confusion"], params=params,
+        raw_dir=digits_raw, confusion_image=paths["confusion_png"], mistakes_image=paths["mistakes"],
     )  # fmt: skip
     predict.run(
         params, raw_dir=digits_raw, models_dir=paths["models"], submission_path=paths["submission"],

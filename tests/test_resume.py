@@ -45,7 +45,7 @@ def test_rerun_after_an_interruption_matches_an_uninterrupted_run(digits_raw, tm
     with caplog.at_level(logging.INFO, logger="kagglecv.train"):
         resumed = _train(digits_raw, out, resume_root)
     assert "fold 0: resuming after epoch 2 of an interrupted run" in caplog.text
-    assert not any(resume_root.iterdir())  # cleared once the stage completed
+    assert not resume_root.exists()  # cleared once the stage completed
 
     assert (out / "oof.csv").read_bytes() == (tmp_path / "whole" / "oof.csv").read_bytes()
     for fold in (0, 1):

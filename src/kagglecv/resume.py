@@ -104,3 +104,7 @@ class ResumeStore:
 
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+        root = self.dir.parent
+        for folder in (root, root.parent) if root.parent.name == ".kagglecv" else (root,):
+            if folder.is_dir() and not any(folder.iterdir()):  # leave no empty folders behind
+                folder.rmdir()

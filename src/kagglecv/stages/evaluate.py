@@ -52,14 +52,16 @@ def worst_mistakes(actual: np.ndarray, probs: np.ndarray, n: int = N_MISTAKES) -
 
 
 def run(
-    params: Params,
-    raw_dir: Path = RAW_DIR,
     oof_path: Path = OOF_FILE,
     metrics_path: Path = CV_METRICS,
     confusion_path: Path = CONFUSION_PLOT,
-    confusion_image: Path = CONFUSION_IMAGE,
-    mistakes_image: Path = MISTAKES_IMAGE,
+    *,
+    params: Params | None = None,
+    raw_dir: Path = RAW_DIR,
+    confusion_image: Path | None = None,
+    mistakes_image: Path | None = None,
 ) -> dict:
+    """Score the out-of-fold probabilities; draw the pictures whose paths are given (the mistakes need `params`)."""
     if not oof_path.exists():
         raise CompetitionError(f"{oof_path} missing: run 'dvc repro train' first")
     oof = pd.read_csv(oof_path, dtype={"id": str, "label": str}, keep_default_na=False)
@@ -76,11 +78,13 @@ def run(
     actual = np.array([classes.index(label) for label in oof["label"]])
     predicted = probs.argmax(1)
     write_csv(confusion_path, pd.DataFrame({"actual": oof["label"], "predicted": np.asarray(classes)[predicted]}))
-    write_confusion_image(confusion_image, actual, predicted, classes)
-    worst = worst_mistakes(actual, probs)
-    captions = [f"true {classes[actual[i]]}\npred {classes[predicted[i]]} {probs[i, predicted[i]]:.2f}" for i in worst]
-    rows = oof.index.to_numpy()[worst]  # positions among all training images
-    write_mistakes(mistakes_image, params, raw_dir, train_ids, rows, captions)
+    if confusion_image is not None:
+        write_confusion_image(confusion_image, actual, predicted, classes)
+    if mistakes_image is not None and params is not None:
+        worst = worst_mistakes(actual, probs)
+        captions = [f"true {classes[actual[i]]}\npred {classes[predicted[i]]} {probs[i, predicted[i]]:.2f}" for i in worst]
+        rows = oof.index.to_numpy()[worst]  # positions among all training images
+        write_mistakes(mistakes_image, params, raw_dir, train_ids, rows, captions)
     log.info("cv accuracy %.4f  macro F1 %.4f  log loss %.4f", metrics["accuracy"], metrics["macro_f1"], metrics["log_loss"])
     return metrics
 
@@ -96,7 +100,10 @@ def write_mistakes(
     write_image_grid(path, images[rows], captions)
 
 
-main = main_of(lambda: run(load_params()), ParamsError, CompetitionError)
+main = main_of(
+    lambda: run(params=load_params(), confusion_image=CONFUSION_IMAGE, mistakes_image=MISTAKES_IMAGE),
+    ParamsError, CompetitionError,
+)  # fmt: skip
 
 if __name__ == "__main__":
     main()

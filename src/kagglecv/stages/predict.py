@@ -79,9 +79,10 @@ def run(
     models_dir: Path = MODELS_DIR,
     submission_path: Path = SUBMISSION_FILE,
     probs_path: Path = TEST_PROBS_FILE,
-    views_path: Path = TEST_VIEWS_FILE,
+    views_path: Path | None = None,
     metrics_path: Path = LEADERBOARD_METRICS,
 ) -> dict[str, float]:
+    """Predict the test set; `views_path`: where to keep every fold's and view's probabilities (None: nowhere)."""
     competition = read_competition(raw_dir, params.data.layout)
     checkpoints = read_checkpoints(models_dir)
     classes = checkpoints[0]["classes"]
@@ -95,7 +96,8 @@ def run(
     views = parse_views(params.tta)
     precision = select_precision(params.amp, channels_last=params.channels_last)
     per_view = predict_test(checkpoints, images_for, batch_size=params.batch_size, precision=precision, views=views)
-    write_views(views_path, per_view, competition.test_ids, classes, views)
+    if views_path is not None:
+        write_views(views_path, per_view, competition.test_ids, classes, views)
     probs = per_view.mean(axis=(0, 1))
     sample = read_sample_submission(competition.sample_submission)
     submission = make_submission(sample, competition.test_ids, probs, classes)
@@ -111,8 +113,9 @@ def run(
 
 
 main = main_of(
-    lambda: run(load_params()), ParamsError, CompetitionError, ModelError, SubmissionError, TransformError, TTAError
-)
+    lambda: run(load_params(), views_path=TEST_VIEWS_FILE),
+    ParamsError, CompetitionError, ModelError, SubmissionError, TransformError, TTAError,
+)  # fmt: skip
 
 if __name__ == "__main__":
     main()

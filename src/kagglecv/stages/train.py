@@ -60,10 +60,12 @@ def run(
     oof_path: Path = OOF_FILE,
     live_dir: Path = LIVE_DIR,
     metrics_path: Path = TRAIN_METRICS,
-    augmented_path: Path = AUGMENTED_PLOT,
+    augmented_path: Path | None = None,
     resume_dir: Path = RESUME_DIR,
 ) -> dict:
-    """Train every fold (resuming an interrupted run); return the summary written to `metrics_path`."""
+    """Train every fold (resuming an interrupted run); return the summary written to `metrics_path`.
+
+    `augmented_path`: where to draw a batch of augmented training images (None: nowhere)."""
     competition = read_competition(raw_dir, params.data.layout)
     folds = read_folds(folds_path)
     if folds["id"].tolist() != competition.train_ids:
@@ -80,7 +82,7 @@ def run(
         n_folds, params.model, setup.precision.device, f" with {setup.precision.amp_dtype} autocast"
         if setup.precision.amp_dtype else "", f" x{distributed.world_size()} processes" if distributed.world_size() > 1 else "",
     )  # fmt: skip
-    if distributed.is_main():
+    if augmented_path is not None and distributed.is_main():
         write_augmented_grid(augmented_path, params, data, classes)
     oof = np.zeros((len(images), len(classes)), np.float32)
     summary: dict[str, dict] = {}
@@ -212,7 +214,7 @@ def _epoch_logger(live: Live | _NoLive, fold: int, n_folds: int, epochs: int, st
 
 
 main = main_of(
-    lambda: distributed.launch_or_run(lambda: run(load_params()), load_params().devices),
+    lambda: distributed.launch_or_run(lambda: run(load_params(), augmented_path=AUGMENTED_PLOT), load_params().devices),
     ParamsError, CompetitionError, ModelError, TransformError, TTAError, TrainingDiverged, distributed.DevicesError,
 )  # fmt: skip
 
