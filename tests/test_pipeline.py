@@ -23,16 +23,21 @@ def trained(digits_raw, tmp_path_factory):
         "folds": out / "folds.csv", "models": out / "models", "oof": out / "oof.csv", "live": out / "dvclive",
         "train_metrics": out / "train.json", "cv": out / "cv.json", "confusion": out / "confusion.csv",
         "submission": out / "submission.csv", "probs": out / "test_probs.csv", "lb": out / "lb.json",
+        "augmented": out / "augmented.png", "confusion_png": out / "confusion.png", "mistakes": out / "mistakes.png",
+        "views": out / "test_views.npz",
     }  # fmt: skip
     split.run(params, raw_dir=digits_raw, out_path=paths["folds"])
     summary = train.run(
         params, raw_dir=digits_raw, folds_path=paths["folds"], models_dir=paths["models"], oof_path=paths["oof"],
-        live_dir=paths["live"], metrics_path=paths["train_metrics"],
+        live_dir=paths["live"], metrics_path=paths["train_metrics"], augmented_path=paths["augmented"],
     )  # fmt: skip
-    evaluate.run(oof_path=paths["oof"], metrics_path=paths["cv"], confusion_path=paths["confusion"])
+    evaluate.run(
+        oof_path=paths["oof"], metrics_path=paths["cv"], confusion_path=paths["confusion"], params=params,
+        raw_dir=digits_raw, confusion_image=paths["confusion_png"], mistakes_image=paths["mistakes"],
+    )  # fmt: skip
     predict.run(
         params, raw_dir=digits_raw, models_dir=paths["models"], submission_path=paths["submission"],
-        probs_path=paths["probs"], metrics_path=paths["lb"],
+        probs_path=paths["probs"], views_path=paths["views"], metrics_path=paths["lb"],
     )  # fmt: skip
     return params, paths, summary
 
@@ -86,3 +91,22 @@ def test_submission_matches_the_sample_submission(trained, digits_raw):
     assert [line.split(",")[0] for line in sub_text] == [line.split(",")[0] for line in sample_text]
     labels = pd.read_csv(paths["submission"])["Label"]
     assert labels.dtype.kind == "i" and set(labels) <= set(range(10))
+
+
+def test_pictures_are_png_files(trained):
+    from PIL import Image
+
+    _, paths, _ = trained
+    for name in ("augmented", "confusion_png", "mistakes"):
+        with Image.open(paths[name]) as image:
+            assert image.format == "PNG" and image.width > 32 and image.height > 32
+
+
+def test_per_fold_and_per_view_test_probabilities_are_kept(trained):
+    _, paths, _ = trained
+    views = np.load(paths["views"])
+    probs = views["probs"]
+    assert probs.shape[:2] == (2, 1) and probs.shape[3] == 10  # (folds, views, N, classes)
+    assert list(views["views"]) == ["identity"]
+    averaged = pd.read_csv(paths["probs"])[[str(i) for i in range(10)]].to_numpy()
+    np.testing.assert_allclose(probs.mean((0, 1)), averaged, atol=1e-5)

@@ -1,12 +1,15 @@
 """Training and inference loops. They return numbers; stages own files, logs and trackers.
 
 Batches arrive as uint8 images (B, C, H, W) and integer labels; `to_input` moves them to the
-device and normalises them there, so the host never holds a float copy of the data.
+device and normalises them there, so the host never holds a float copy of the data. `fit` can
+resume: every epoch it offers the stage a snapshot of everything that changes during training
+(weights, optimiser, schedule, scaler, EMA, early stopping, random generators), and continuing
+from one reproduces the uninterrupted run exactly on the CPU.
 """
 
 from __future__ import annotations
 
-import copy
+import dataclasses
 import math
 import sys
 import time
@@ -15,10 +18,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from timm.optim import create_optimizer_v2
-from timm.scheduler import create_scheduler_v2
-from torch import nn
 from tqdm import tqdm
+
+from kagglecv.losses import build_loss, build_mixup
+from kagglecv.optim import LrSchedule, build_ema, build_optimizer
+from kagglecv.resume import restore, snapshot
+from kagglecv.stopping import EarlyStopping
+from kagglecv.tta import IDENTITY, apply_view
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # a DataLoader or anything with len() and iter()
 
@@ -29,30 +35,33 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass(frozen=True)
 class Precision:
-    """Where and in which precision the model runs."""
+    """Where, in which precision and memory format the model runs."""
 
     device: torch.device
     amp_dtype: torch.dtype | None  # None: float32 throughout
+    channels_last: bool = False
 
     @property
     def needs_scaler(self) -> bool:
         return self.amp_dtype is torch.float16
 
 
-def select_precision(amp: str, device: str | None = None) -> Precision:
+def select_precision(amp: str, device: str | None = None, *, channels_last: bool = False) -> Precision:
     """`amp` from params: auto (on with CUDA only), on, off. bfloat16 where supported, else float16."""
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if amp == "off" or (amp == "auto" and dev.type != "cuda"):
-        return Precision(dev, None)
+        return Precision(dev, None, channels_last)
     if dev.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return Precision(dev, torch.float16)
-    return Precision(dev, torch.bfloat16)
+        return Precision(dev, torch.float16, channels_last)  # pre-Ampere GPUs: float16 with a GradScaler
+    return Precision(dev, torch.bfloat16, channels_last)
 
 
-def to_input(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """uint8 (B, C, H, W) -> normalised float32 on `device`; mean and std are (C,) in [0, 1] units."""
+def to_input(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, precision: Precision) -> torch.Tensor:
+    """uint8 (B, C, H, W) -> normalised float32 on the device; mean and std are (C,) in [0, 1] units."""
+    device = precision.device
     x = images.to(device, non_blocking=True).float().div_(255.0)
-    return x.sub_(mean.to(device).view(1, -1, 1, 1)).div_(std.to(device).view(1, -1, 1, 1))
+    x = x.sub_(mean.to(device).view(1, -1, 1, 1)).div_(std.to(device).view(1, -1, 1, 1))
+    return x.contiguous(memory_format=torch.channels_last) if precision.channels_last else x
 
 
 @dataclass(frozen=True)
@@ -61,14 +70,28 @@ class FitConfig:
 
     epochs: int
     lr: float
-    weight_decay: float
-    optimizer: str
-    momentum: float
-    scheduler: str
-    warmup_epochs: int
-    label_smoothing: float
-    patience: int
-    monitor: str  # valid_loss | valid_accuracy
+    weight_decay: float = 0.0
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    nesterov: bool = False
+    scheduler: str = "cosine"
+    warmup_epochs: int = 0
+    decay_epochs: int = 10
+    decay_rate: float = 0.1
+    loss: str = "cross_entropy"
+    label_smoothing: float = 0.0
+    focal_gamma: float = 2.0
+    mixup_alpha: float = 0.0
+    cutmix_alpha: float = 0.0
+    mixup_prob: float = 1.0
+    mixup_switch_prob: float = 0.5
+    clip_grad: float = 0.0  # max gradient norm; 0: off
+    accumulate: int = 1  # batches per optimiser step
+    ema: bool = False
+    ema_decay: float = 0.999
+    patience: int = 8
+    monitor: str = "valid_loss"  # valid_loss | valid_accuracy
+    compile: bool = False
 
 
 @dataclass
@@ -87,73 +110,109 @@ class EpochLog:
 @dataclass
 class FitResult:
     best_epoch: int
-    best_state: dict[str, torch.Tensor]
+    best_state: dict[str, torch.Tensor]  # the EMA weights when EMA is on
     best_probs: np.ndarray  # (N_valid, num_classes) at the best epoch
     history: list[EpochLog] = field(default_factory=list)
+    model: torch.nn.Module | None = None  # the evaluated model (EMA when on), holding the best weights
 
 
-def build_loss(*, label_smoothing: float) -> nn.Module:
-    return nn.CrossEntropyLoss(label_smoothing=label_smoothing)
+@dataclass
+class Trainer:
+    """The model and everything that updates it; `fit` builds one per fold."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: LrSchedule
+    loss_fn: torch.nn.Module
+    precision: Precision
+    scaler: torch.amp.GradScaler | None = None
+    ema: torch.nn.Module | None = None  # timm's ModelEmaV3
+    mixup: Callable | None = None  # timm's Mixup: (x, y) -> (x, soft targets (B, K))
+    clip_grad: float = 0.0
+    accumulate: int = 1
+    step: int = 0  # optimiser updates so far
+    all_reduce: Callable[[torch.Tensor], torch.Tensor] = lambda t: t  # sums over processes when distributed
+
+    @property
+    def plain_model(self) -> torch.nn.Module:
+        """The model without its DistributedDataParallel wrapper, whose state_dict keys match a checkpoint."""
+        is_ddp = isinstance(self.model, torch.nn.parallel.DistributedDataParallel)
+        return self.model.module if is_ddp else self.model
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        return self.ema.module if self.ema is not None else self.plain_model
+
+    def optimizer_step(self) -> None:
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)  # clip the true gradients, not the scaled ones
+        if self.clip_grad > 0:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_grad)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        self.schedule.after_step(self.step)
+        if self.ema is not None:
+            self.ema.update(self.plain_model, step=self.step)
 
 
-def train_one_epoch(
-    model: nn.Module,
-    batches: Batches,
-    *,
-    optimizer: torch.optim.Optimizer,
-    loss_fn: nn.Module,
-    precision: Precision,
-    mean: torch.Tensor,
-    std: torch.Tensor,
-    scaler: torch.amp.GradScaler | None = None,
-    scheduler=None,
-    step: int = 0,
-) -> tuple[float, float, int]:
-    """One pass over `batches`; returns (mean loss, accuracy, images seen)."""
+def train_one_epoch(trainer: Trainer, batches: Batches, *, mean: torch.Tensor, std: torch.Tensor) -> tuple[float, float, int]:
+    """One pass over `batches`; returns (mean loss, accuracy, images seen), summed over processes."""
+    model, precision = trainer.model, trainer.precision
     model.train()
-    total_loss = torch.zeros((), device=precision.device)
-    correct = torch.zeros((), device=precision.device, dtype=torch.long)
-    seen = 0
-    for images, labels in tqdm(batches, leave=False, disable=not sys.stderr.isatty(), desc="train"):
-        x = to_input(images, mean, std, precision.device)
-        y = labels.to(precision.device, non_blocking=True)
-        with torch.autocast(precision.device.type, dtype=precision.amp_dtype, enabled=precision.amp_dtype is not None):
+    device = precision.device
+    stats = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, seen
+    n_batches = len(batches)
+    for i, (images, labels) in enumerate(tqdm(batches, leave=False, disable=not sys.stderr.isatty(), desc="train")):
+        x = to_input(images, mean, std, precision)
+        y = labels.to(device, non_blocking=True)
+        target = y
+        if trainer.mixup is not None:
+            x, target = trainer.mixup(x, y)  # target: soft (B, K)
+        with torch.autocast(device.type, dtype=precision.amp_dtype, enabled=precision.amp_dtype is not None):
             logits = model(x)
-            loss = loss_fn(logits, y)
+            loss = trainer.loss_fn(logits, target)
         if not torch.isfinite(loss):
             raise TrainingDiverged(
-                f"the loss became {loss.item()} at step {step}: lower lr, or set amp: off if it is on"
+                f"the loss became {loss.item()} at step {trainer.step}: lower lr, set clip_grad, or amp: off if it is on"
             )
-        optimizer.zero_grad(set_to_none=True)
-        if scaler is not None:
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
-            scaler.update()
-        else:
-            loss.backward()
-            optimizer.step()
-        step += 1
-        if scheduler is not None:
-            scheduler.step_update(num_updates=step)
-        total_loss += loss.detach() * len(y)
-        correct += (logits.argmax(1) == y).sum()
-        seen += len(y)
-    return total_loss.item() / max(seen, 1), correct.item() / max(seen, 1), seen
+        scaled = loss / trainer.accumulate
+        (trainer.scaler.scale(scaled) if trainer.scaler is not None else scaled).backward()
+        if (i + 1) % trainer.accumulate == 0 or i + 1 == n_batches:
+            trainer.optimizer_step()
+        stats += torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == y).sum().double(),
+                              torch.tensor(len(y), device=device, dtype=torch.float64)])  # fmt: skip
+    loss_sum, correct, seen = trainer.all_reduce(stats).tolist()
+    return loss_sum / max(seen, 1), correct / max(seen, 1), int(seen)
 
 
 @torch.no_grad()
-def predict_probs(
-    model: nn.Module, batches: Batches, *, precision: Precision, mean: torch.Tensor, std: torch.Tensor
-) -> np.ndarray:
-    """Softmax probabilities (N, num_classes), float32, in the order of `batches`."""
+def predict_views(
+    model: torch.nn.Module, batches: Batches, *, precision: Precision, mean: torch.Tensor, std: torch.Tensor,
+    views: list[str] = (IDENTITY,),
+) -> np.ndarray:  # fmt: skip
+    """Softmax probabilities (V, N, num_classes), float32, per view of `views`, in the order of `batches`."""
     model.eval()
-    out = []
+    out: list[list[torch.Tensor]] = [[] for _ in views]
     for images, _ in batches:
-        x = to_input(images, mean, std, precision.device)
-        with torch.autocast(precision.device.type, dtype=precision.amp_dtype, enabled=precision.amp_dtype is not None):
-            logits = model(x)
-        out.append(torch.softmax(logits.float(), dim=1).cpu())
-    return torch.cat(out).numpy()
+        x = to_input(images, mean, std, precision)
+        for v, view in enumerate(views):
+            with torch.autocast(precision.device.type, dtype=precision.amp_dtype, enabled=precision.amp_dtype is not None):
+                logits = model(apply_view(x, view))
+            out[v].append(torch.softmax(logits.float(), dim=1).cpu())
+    return torch.stack([torch.cat(parts) for parts in out]).numpy()
+
+
+def predict_probs(
+    model: torch.nn.Module, batches: Batches, *, precision: Precision, mean: torch.Tensor, std: torch.Tensor,
+    views: list[str] = (IDENTITY,),
+) -> np.ndarray:  # fmt: skip
+    """Softmax probabilities (N, num_classes) averaged over `views`."""
+    return predict_views(model, batches, precision=precision, mean=mean, std=std, views=views).mean(0)
 
 
 def score_probs(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
@@ -162,73 +221,80 @@ def score_probs(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     return float(-np.log(p).mean()), float((probs.argmax(1) == labels).mean())
 
 
+def build_trainer(
+    model: torch.nn.Module, *, config: FitConfig, precision: Precision, steps_per_epoch: int, num_classes: int,
+    class_weights: torch.Tensor | None = None,
+) -> Trainer:  # fmt: skip
+    """Optimiser, schedule, loss, scaler, EMA and mixup for `model`, moved to the device."""
+    model.to(precision.device, memory_format=torch.channels_last if precision.channels_last else torch.preserve_format)
+    optimizer = build_optimizer(model, name=config.optimizer, lr=config.lr, weight_decay=config.weight_decay,
+                                momentum=config.momentum, nesterov=config.nesterov)  # fmt: skip
+    updates = math.ceil(steps_per_epoch / config.accumulate)
+    schedule = LrSchedule(
+        optimizer, name=config.scheduler, epochs=config.epochs, steps_per_epoch=updates,
+        warmup_epochs=config.warmup_epochs, decay_epochs=config.decay_epochs, decay_rate=config.decay_rate,
+        plateau_mode="min" if config.monitor == "valid_loss" else "max",
+    )  # fmt: skip
+    mixup = build_mixup(mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha, prob=config.mixup_prob,
+                        switch_prob=config.mixup_switch_prob, label_smoothing=config.label_smoothing,
+                        num_classes=num_classes)  # fmt: skip
+    loss_fn = build_loss(
+        name=config.loss, label_smoothing=0.0 if mixup else config.label_smoothing,  # mixup smooths its targets
+        focal_gamma=config.focal_gamma,
+        class_weights=None if class_weights is None else class_weights.float().to(precision.device),
+    )  # fmt: skip
+    ema = build_ema(model, decay=config.ema_decay) if config.ema else None
+    if config.compile:
+        model.compile()  # in place, so state_dict keys stay those of the plain model
+    scaler = torch.amp.GradScaler(precision.device.type) if precision.needs_scaler else None
+    return Trainer(model, optimizer, schedule, loss_fn.to(precision.device), precision, scaler, ema, mixup,
+                   config.clip_grad, config.accumulate)  # fmt: skip
+
+
 def fit(
-    model: nn.Module,
+    trainer: Trainer,
     train_batches: Callable[[int], Batches],
     valid_batches: Callable[[], Batches],
     valid_labels: np.ndarray,
     *,
     config: FitConfig,
-    precision: Precision,
     mean: torch.Tensor,
     std: torch.Tensor,
-    on_epoch: Callable[[EpochLog], None] = lambda log: None,
+    resume: dict | None = None,
+    on_epoch: Callable[[EpochLog, Callable[[], dict]], None] = lambda log, state: None,
 ) -> FitResult:
     """Train with early stopping on the held-out fold; keep the best epoch's weights and probabilities.
 
     `train_batches(epoch)` gives that epoch's shuffled, augmented batches; `valid_batches()` the
-    held-out fold in a fixed order matching `valid_labels`.
+    held-out fold in a fixed order matching `valid_labels`. `resume` is a `snapshot` to continue
+    from; `on_epoch(log, state)` is called after every epoch, `state()` giving that snapshot.
     """
-    model.to(precision.device)
-    optimizer = create_optimizer_v2(
-        model, opt=config.optimizer, lr=config.lr, weight_decay=config.weight_decay, momentum=config.momentum
-    )
-    steps_per_epoch = len(train_batches(0))
-    scheduler = None
-    if config.scheduler != "none":
-        scheduler, _ = create_scheduler_v2(
-            optimizer,
-            sched=config.scheduler,
-            num_epochs=config.epochs,
-            warmup_epochs=config.warmup_epochs,
-            warmup_lr=config.lr * 0.01,
-            min_lr=config.lr * 0.01,
-            step_on_epochs=False,
-            updates_per_epoch=steps_per_epoch,
-        )
-    scaler = torch.amp.GradScaler(precision.device.type) if precision.needs_scaler else None
-    loss_fn = build_loss(label_smoothing=config.label_smoothing)
-    sign = 1.0 if config.monitor == "valid_loss" else -1.0
-    best_value, best, bad_epochs, step = math.inf, None, 0, 0
-    history: list[EpochLog] = []
-    for epoch in range(config.epochs):
-        start = time.perf_counter()
-        train_loss, train_acc, seen = train_one_epoch(
-            model, train_batches(epoch), optimizer=optimizer, loss_fn=loss_fn, precision=precision,
-            mean=mean, std=std, scaler=scaler, scheduler=scheduler, step=step,
-        )  # fmt: skip
-        step += steps_per_epoch
-        seconds = time.perf_counter() - start
-        probs = predict_probs(model, valid_batches(), precision=precision, mean=mean, std=std)
+    stopper = EarlyStopping(patience=config.patience, mode="min" if config.monitor == "valid_loss" else "max")
+    history, start = [], 0
+    if resume:
+        entries, start = restore(trainer, stopper, resume)
+        history = [EpochLog(**entry) for entry in entries]
+    precision = trainer.precision
+    for epoch in range(start, config.epochs):
+        if stopper.should_stop:
+            break
+        begin = time.perf_counter()
+        train_loss, train_acc, seen = train_one_epoch(trainer, train_batches(epoch), mean=mean, std=std)
+        seconds = time.perf_counter() - begin
+        probs = predict_probs(trainer.eval_model, valid_batches(), precision=precision, mean=mean, std=std)
         valid_loss, valid_acc = score_probs(probs, valid_labels)
         if not math.isfinite(valid_loss):
             raise TrainingDiverged(
                 f"the validation loss became {valid_loss} in epoch {epoch + 1}: lower lr, or set amp: off if it is on"
             )
-        value = sign * (valid_loss if config.monitor == "valid_loss" else valid_acc)
-        improved = value < best_value
-        if improved:
-            best_value, bad_epochs = value, 0
-            best = (epoch, copy.deepcopy({k: v.detach().cpu() for k, v in model.state_dict().items()}), probs)
-        else:
-            bad_epochs += 1
+        value = valid_loss if config.monitor == "valid_loss" else valid_acc
+        improved = stopper.update(value, epoch, trainer.eval_model.state_dict(), probs)
+        trainer.schedule.after_epoch(epoch + 1, value)
         log = EpochLog(
-            epoch, train_loss, train_acc, valid_loss, valid_acc, optimizer.param_groups[0]["lr"],
+            epoch, train_loss, train_acc, valid_loss, valid_acc, trainer.optimizer.param_groups[0]["lr"],
             seconds, seen / seconds, improved,
         )  # fmt: skip
         history.append(log)
-        on_epoch(log)
-        if bad_epochs > config.patience:
-            break
-    assert best is not None
-    return FitResult(best_epoch=best[0], best_state=best[1], best_probs=best[2], history=history)
+        on_epoch(log, lambda: snapshot(trainer, stopper, [dataclasses.asdict(h) for h in history], epoch + 1))
+    trainer.eval_model.load_state_dict(stopper.best_state)
+    return FitResult(stopper.best_epoch, stopper.best_state, stopper.best_probs, history, trainer.eval_model)

@@ -9,18 +9,23 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
+from pathlib import Path
 
 import timm
 import torch
-from timm.models import register_model
+from huggingface_hub import constants as hf_constants
+from timm.models import load_state_dict, register_model
+from timm.models._hub import check_cached_file
 from torch import nn
 
 class ModelError(ValueError):
-    """`model` names no architecture in timm's registry."""
+    """`model` names no architecture in timm's registry, or `pretrained` no usable weights."""
 
 
 # Models of ours whose first layer depends on the image size (a flattened input).
 _TAKES_IMG_SIZE = {"softmax_regression", "mlp", "vgg_style"}
+_OURS = {"kcv_cnn", *_TAKES_IMG_SIZE}
 
 
 def _cfg(**kwargs) -> dict:
@@ -116,10 +121,67 @@ def vgg_style(num_classes: int = 11, in_chans: int = 3, img_size: int = 128, dro
     return model
 
 
-def build_model(*, name: str, num_classes: int, in_chans: int, img_size: int) -> nn.Module:
-    """Create `name` from timm's registry with the data's channel and class counts, no pretrained weights."""
+def build_model(*, name: str, num_classes: int, in_chans: int, img_size: int, pretrained: str = "") -> nn.Module:
+    """Create `name` from timm's registry with the data's channel and class counts.
+
+    `pretrained`: "" for random initialisation, "timm" for the weights in timm's local cache
+    (never downloaded), or the path of a weights file (a timm/torchvision state dict, or one of
+    our checkpoints). The classifier is re-initialised when the class count differs, and the
+    first convolution adapted when the channel count does (timm's rules).
+    """
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5)
         raise ModelError(f"model: unknown model {name!r}; closest names in timm's registry: {', '.join(close)}")
-    extra = {"img_size": img_size} if name in _TAKES_IMG_SIZE else {}
-    return timm.create_model(name, pretrained=False, num_classes=num_classes, in_chans=in_chans, **extra)
+    kwargs = {"num_classes": num_classes, "in_chans": in_chans, **({"img_size": img_size} if name in _TAKES_IMG_SIZE else {})}
+    if not pretrained:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    if pretrained == "timm":
+        return _from_timm_cache(name, kwargs)
+    path = Path(pretrained)
+    if not path.is_file():
+        raise ModelError(f"pretrained: weights file {path} not found; give an existing file, 'timm' for timm's cache, or ''")
+    if name in _OURS:  # our models are not built through timm's pretrained-weights machinery
+        model = timm.create_model(name, pretrained=False, **kwargs)
+        _load_matching(model, load_state_dict(str(path)), path)
+        return model
+    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs)
+
+
+def _from_timm_cache(name: str, kwargs: dict) -> nn.Module:
+    """timm's pretrained weights, from the local Hugging Face or torch hub cache only."""
+    os.environ["HF_HUB_OFFLINE"] = "1"  # read by huggingface_hub at import; the constant below at call time
+    hf_constants.HF_HUB_OFFLINE = True
+    cfg = timm.create_model(name, pretrained=False, **kwargs).pretrained_cfg
+    missing = (
+        f"pretrained: timm has no weights for {name!r} in the local cache. On a machine with internet run "
+        f"python -c \"import timm; timm.create_model('{name}', pretrained=True)\" and copy ~/.cache/huggingface "
+        "(or ~/.cache/torch/hub) here, or set pretrained to the path of a weights file"
+    )
+    if name in _OURS or not (cfg.get("hf_hub_id") or cfg.get("url")):
+        raise ModelError(f"pretrained: {name!r} has no published weights; use pretrained: '' or a weights file")
+    if not cfg.get("hf_hub_id") and not check_cached_file(cfg["url"]):
+        raise ModelError(missing)
+    try:
+        return timm.create_model(name, pretrained=True, **kwargs)
+    except (OSError, RuntimeError, ValueError) as err:  # huggingface_hub's offline errors are OSErrors
+        raise ModelError(f"{missing} ({type(err).__name__}: {err})") from err
+
+
+def _load_matching(model: nn.Module, state: dict[str, torch.Tensor], path: Path) -> None:
+    """Load the tensors of `state` whose name and shape match; the rest (a new head) stays random."""
+    own = model.state_dict()
+    usable = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not usable:
+        raise ModelError(f"pretrained: {path} holds no weights that fit this model; was it saved for another one?")
+    model.load_state_dict(usable, strict=False)
+
+
+def model_stats(model: nn.Module, in_chans: int) -> tuple[list[float], list[float]] | None:
+    """The normalisation (mean, std) the model's pretrained weights expect, per input channel."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    if "mean" not in cfg or "std" not in cfg:
+        return None
+    mean, std = list(cfg["mean"]), list(cfg["std"])
+    if len(mean) != in_chans:  # e.g. grey images into RGB-trained weights: timm sums the first conv
+        mean, std = [sum(mean) / len(mean)] * in_chans, [sum(std) / len(std)] * in_chans
+    return mean, std

@@ -45,6 +45,31 @@ class DataParams:
     bad_images: Literal["skip", "stop"] = "skip"  # unusable training images: left out (listed), or stop `split`
 
 
+Augment = list[dict[str, dict[str, Any]]]  # albumentations: [{TransformName: {argument: value}}, ...]
+
+
+@dataclass(frozen=True)
+class MixupParams:
+    """timm's Mixup/CutMix (`mixup:` section); both alphas 0 turns it off."""
+
+    mixup_alpha: float = field(default=0.0, metadata=_range(ge=0.0))
+    cutmix_alpha: float = field(default=0.0, metadata=_range(ge=0.0))
+    prob: float = field(default=1.0, metadata=_range(ge=0.0, le=1.0))  # share of batches mixed
+    switch_prob: float = field(default=0.5, metadata=_range(ge=0.0, le=1.0))  # cutmix instead of mixup
+
+    @property
+    def enabled(self) -> bool:
+        return self.prob > 0 and (self.mixup_alpha > 0 or self.cutmix_alpha > 0)
+
+
+@dataclass(frozen=True)
+class EmaParams:
+    """Exponential moving average of the weights (`ema:` section), evaluated and checkpointed when on."""
+
+    enabled: bool = False
+    decay: float = field(default=0.999, metadata=_range(ge=0.0, le=1.0))  # per optimiser step, after warmup
+
+
 @dataclass(frozen=True)
 class Params:
     """Everything in `params.yaml`. Top-level keys are the everyday knobs (`dvc exp run -S lr=…`)."""
@@ -52,6 +77,8 @@ class Params:
     seed: int = 42
     n_folds: int = field(default=5, metadata=_range(ge=2))
     model: str = "kcv_cnn"
+    pretrained: str = ""  # "": random init; "timm": timm's local cache, offline; else a weights file
+    normalize: Literal["auto", "data", "model"] = "auto"  # auto: the model's stats when pretrained
     img_size: int = field(default=16, metadata=_range(ge=1))
     epochs: int = field(default=30, metadata=_range(ge=1))
     batch_size: int = field(default=64, metadata=_range(ge=1))
@@ -59,18 +86,38 @@ class Params:
     weight_decay: float = field(default=5.0e-4, metadata=_range(ge=0.0))
     optimizer: Literal["adamw", "sgd"] = "adamw"
     momentum: float = field(default=0.9, metadata=_range(ge=0.0, le=1.0))  # SGD only
-    scheduler: Literal["cosine", "none"] = "cosine"
+    nesterov: bool = False  # SGD only
+    scheduler: Literal["cosine", "onecycle", "step", "plateau", "none"] = "cosine"
     warmup_epochs: int = field(default=1, metadata=_range(ge=0))
+    decay_epochs: int = field(default=10, metadata=_range(ge=1))  # step: period; plateau: patience
+    decay_rate: float = field(default=0.1, metadata=_range(gt=0.0, le=1.0))  # step, plateau: lr factor
+    loss: Literal["cross_entropy", "focal", "mse"] = "cross_entropy"
     label_smoothing: float = field(default=0.0, metadata=_range(ge=0.0, le=1.0))
+    focal_gamma: float = field(default=2.0, metadata=_range(ge=0.0))
+    class_balance: Literal["none", "weights", "sampler"] = "none"
+    mixup: MixupParams = MixupParams()
+    clip_grad: float = field(default=0.0, metadata=_range(ge=0.0))  # max gradient norm; 0: off
+    accumulate: int = field(default=1, metadata=_range(ge=1))  # batches per optimiser step
+    ema: EmaParams = EmaParams()
     patience: int = field(default=8, metadata=_range(ge=0))  # epochs without improvement
     monitor: Literal["valid_loss", "valid_accuracy"] = "valid_loss"
     amp: Literal["auto", "on", "off"] = "auto"  # auto: on with CUDA, off on CPU
+    channels_last: bool = False
+    compile: bool = False  # torch.compile the model
     loader: Literal["auto", "tensor", "dataloader"] = "auto"  # see kagglecv.loaders
     num_workers: int = field(default=0, metadata=_range(ge=0))  # dataloader path only
     deterministic: bool = False  # PyTorch's deterministic algorithms (GPU; the CPU path repeats exactly anyway)
+    devices: int | Literal["auto"] = field(default=1, metadata=_range(ge=1))  # auto: every GPU
+    tta: list[str] = field(default_factory=list)  # extra test-time views: hflip, vflip, shift:DX:DY
     data: DataParams = DataParams()
-    # albumentations pipelines: a list of {TransformName: {argument: value}}
-    augment: list[dict[str, dict[str, Any]]] = field(default_factory=list)
+    augment: Augment | Literal["auto"] = "auto"  # training pipeline; auto: chosen by img_size
+    augment_test: Augment = field(default_factory=list)  # deterministic, before every prediction
+
+
+def _check_together(params: Params, errors: list[str]) -> None:
+    """Rules that involve more than one key."""
+    if params.mixup.enabled and params.batch_size % 2:
+        errors.append(f"batch_size: {params.batch_size} must be even when mixup is on (timm's Mixup pairs images)")
 
 
 def load_params(path: Path | str = PARAMS_FILE) -> Params:
@@ -85,6 +132,8 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
     errors: list[str] = []
     params = _build(Params, raw, "", errors)
     errors += check_names(params, raw if isinstance(raw, dict) else {})
+    if not errors:
+        _check_together(params, errors)
     if errors:
         raise ParamsError(f"{path} has {len(errors)} problem(s):\n" + "\n".join(f"  - {e}" for e in errors))
     return params
@@ -207,12 +256,15 @@ def check_names(params: Params, raw: dict) -> list[str]:
             close = difflib.get_close_matches(params.model, timm.list_models(), n=5)
             hint = f"; closest names in timm's registry: {', '.join(close)}" if close else ""
             errors.append(f"model: unknown model {params.model!r}{hint} (any name from timm.list_models())")
-    if raw.get("augment") and params.augment:
+    for key in ("augment", "augment_test"):
+        spec = getattr(params, key)
+        if not raw.get(key) or not isinstance(spec, list):  # "auto" is resolved by image size
+            continue
         from kagglecv.transforms import TransformError, build_transforms
 
-        for i, entry in enumerate(params.augment):  # one at a time, so every bad entry is reported
+        for i, entry in enumerate(spec):  # one at a time, so every bad entry is reported
             try:
-                build_transforms(spec=[entry], seed=0, key="augment")
+                build_transforms(spec=[entry], seed=0, key=key)
             except TransformError as err:
-                errors.append(str(err).replace("augment[0]", f"augment[{i}]", 1))
+                errors.append(str(err).replace(f"{key}[0]", f"{key}[{i}]", 1))
     return errors

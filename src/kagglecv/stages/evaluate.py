@@ -1,9 +1,12 @@
-"""Stage `evaluate`: cross-validation metrics from the out-of-fold probabilities.
+"""Stage `evaluate`: cross-validation metrics and pictures from the out-of-fold probabilities.
 
-Reads: `predictions/oof.csv` (rows of fold -1, trained on but never validated, are left out).
-Writes: `metrics/cv.json` (`cv.accuracy`, `cv.macro_f1`, `cv.log_loss`, and the same per fold
-under `cv.folds.<k>`) and `plots/confusion.csv` (one row per image: actual, predicted), drawn
-by `dvc plots show` as a confusion matrix.
+Reads params: `img_size`, `data.layout`, `data.channels` (to show the images); files:
+`predictions/oof.csv` (rows of fold -1, trained on but never validated, are left out), `data/raw/`.
+Writes: `metrics/cv.json` (`cv.accuracy`, `cv.macro_f1`,
+`cv.log_loss`, and the same per fold under `cv.folds.<k>`), `plots/confusion.csv` (one row per
+image: actual, predicted; drawn by `dvc plots show` as a confusion matrix), `plots/confusion.png`
+and `plots/mistakes.png` (the most confident out-of-fold mistakes: image, true and predicted
+label, confidence).
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score, log_loss
 
 from kagglecv.artifacts import write_csv, write_json
-from kagglecv.data import TRAIN_ONLY_FOLD, CompetitionError
+from kagglecv.data import RAW_DIR, TRAIN_ONLY_FOLD, CompetitionError, read_competition
+from kagglecv.params import Params, ParamsError, load_params
+from kagglecv.pictures import write_confusion_image, write_image_grid
 from kagglecv.runtime import main_of
 from kagglecv.stages.train import OOF_FILE
 
@@ -24,6 +29,9 @@ log = logging.getLogger("kagglecv.evaluate")
 
 CV_METRICS = Path("metrics/cv.json")
 CONFUSION_PLOT = Path("plots/confusion.csv")
+CONFUSION_IMAGE = Path("plots/confusion.png")
+MISTAKES_IMAGE = Path("plots/mistakes.png")
+N_MISTAKES = 32
 
 
 def classification_metrics(labels: pd.Series, probs: np.ndarray, classes: list[str]) -> dict[str, float]:
@@ -36,10 +44,28 @@ def classification_metrics(labels: pd.Series, probs: np.ndarray, classes: list[s
     }
 
 
-def run(oof_path: Path = OOF_FILE, metrics_path: Path = CV_METRICS, confusion_path: Path = CONFUSION_PLOT) -> dict:
+def worst_mistakes(actual: np.ndarray, probs: np.ndarray, n: int = N_MISTAKES) -> np.ndarray:
+    """Indices of the `n` misclassified images predicted with the highest confidence, worst first."""
+    predicted = probs.argmax(1)
+    wrong = np.flatnonzero(predicted != actual)
+    return wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:n]
+
+
+def run(
+    oof_path: Path = OOF_FILE,
+    metrics_path: Path = CV_METRICS,
+    confusion_path: Path = CONFUSION_PLOT,
+    *,
+    params: Params | None = None,
+    raw_dir: Path = RAW_DIR,
+    confusion_image: Path | None = None,
+    mistakes_image: Path | None = None,
+) -> dict:
+    """Score the out-of-fold probabilities; draw the pictures whose paths are given (the mistakes need `params`)."""
     if not oof_path.exists():
         raise CompetitionError(f"{oof_path} missing: run 'dvc repro train' first")
     oof = pd.read_csv(oof_path, dtype={"id": str, "label": str}, keep_default_na=False)
+    train_ids = oof["id"].tolist()
     oof = oof[oof["fold"] != TRAIN_ONLY_FOLD]  # a holdout split's training rows have no out-of-fold probabilities
     classes = [c for c in oof.columns if c not in ("id", "label", "fold")]
     probs = oof[classes].to_numpy(np.float64)
@@ -49,12 +75,35 @@ def run(oof_path: Path = OOF_FILE, metrics_path: Path = CV_METRICS, confusion_pa
         for k, part in oof.groupby("fold")
     }
     write_json(metrics_path, {"cv": metrics})
-    write_csv(confusion_path, pd.DataFrame({"actual": oof["label"], "predicted": np.asarray(classes)[probs.argmax(1)]}))
+    actual = np.array([classes.index(label) for label in oof["label"]])
+    predicted = probs.argmax(1)
+    write_csv(confusion_path, pd.DataFrame({"actual": oof["label"], "predicted": np.asarray(classes)[predicted]}))
+    if confusion_image is not None:
+        write_confusion_image(confusion_image, actual, predicted, classes)
+    if mistakes_image is not None and params is not None:
+        worst = worst_mistakes(actual, probs)
+        captions = [f"true {classes[actual[i]]}\npred {classes[predicted[i]]} {probs[i, predicted[i]]:.2f}" for i in worst]
+        rows = oof.index.to_numpy()[worst]  # positions among all training images
+        write_mistakes(mistakes_image, params, raw_dir, train_ids, rows, captions)
     log.info("cv accuracy %.4f  macro F1 %.4f  log loss %.4f", metrics["accuracy"], metrics["macro_f1"], metrics["log_loss"])
     return metrics
 
 
-main = main_of(run, CompetitionError)
+def write_mistakes(
+    path: Path, params: Params, raw_dir: Path, train_ids: list[str], rows: np.ndarray, captions: list[str]
+) -> None:
+    """The images at `rows` of the training set, as the model saw them (resized), with captions."""
+    competition = read_competition(raw_dir, params.data.layout)
+    if competition.train_ids != train_ids:
+        raise CompetitionError(f"{OOF_FILE} does not match {raw_dir}: run 'dvc repro train' again")
+    images = competition.train_images.load(img_size=params.img_size, channels=params.data.channels)
+    write_image_grid(path, images[rows], captions)
+
+
+main = main_of(
+    lambda: run(params=load_params(), confusion_image=CONFUSION_IMAGE, mistakes_image=MISTAKES_IMAGE),
+    ParamsError, CompetitionError,
+)  # fmt: skip
 
 if __name__ == "__main__":
     main()

@@ -1,8 +1,11 @@
-"""Stage `predict`: average the fold models' probabilities on the test set and write the submission.
+"""Stage `predict`: average the fold models' probabilities over TTA views and folds; write the submission.
 
-Reads params: `batch_size`, `data.layout`; files: `models/fold<k>.pt`, `data/raw/`.
-Writes: `submissions/submission.csv` (the sample submission's header, ids, order and label
-type), `predictions/test_probs.csv` (averaged class probabilities per test id) and
+Reads params: `batch_size`, `amp`, `channels_last`, `tta`, `data.layout`; files:
+`models/fold<k>.pt` (each names its model, classes, normalisation and `augment_test` pipeline),
+`data/raw/`. Writes: `submissions/submission.csv` (the sample submission's header, ids, order and
+label type), `predictions/test_probs.csv` (averaged class probabilities per test id),
+`predictions/test_views.npz` (`probs` (folds, views, N, classes) with `ids`, `classes`, `views`:
+every fold's and view's probabilities, to ensemble across experiments) and
 `metrics/leaderboard.json` (`leaderboard.accuracy` or `leaderboard.log_loss` where the
 competition has a `solution.csv`; empty otherwise).
 """
@@ -10,26 +13,30 @@ competition has a `solution.csv`; empty otherwise).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 
-from kagglecv.artifacts import write_csv, write_json
+from kagglecv.artifacts import atomic_path, write_csv, write_json
 from kagglecv.data import RAW_DIR, CompetitionError, read_competition
-from kagglecv.engine import predict_probs, select_precision
+from kagglecv.engine import Precision, predict_views, select_precision
 from kagglecv.loaders import eval_batches
 from kagglecv.models import ModelError, build_model
 from kagglecv.params import Params, ParamsError, load_params
 from kagglecv.runtime import main_of
 from kagglecv.stages.train import MODELS_DIR
 from kagglecv.submission import SubmissionError, make_submission, read_sample_submission, score_submission
+from kagglecv.transforms import TransformError, apply_transforms, build_transforms
+from kagglecv.tta import TTAError, parse_views
 
 log = logging.getLogger("kagglecv.predict")
 
 SUBMISSION_FILE = Path("submissions/submission.csv")
 TEST_PROBS_FILE = Path("predictions/test_probs.csv")
+TEST_VIEWS_FILE = Path("predictions/test_views.npz")
 LEADERBOARD_METRICS = Path("metrics/leaderboard.json")
 
 
@@ -40,21 +47,30 @@ def read_checkpoints(models_dir: Path) -> list[dict]:
     return [torch.load(p, map_location="cpu", weights_only=False) for p in paths]
 
 
-def predict_test(checkpoints: list[dict], images_for: callable, *, batch_size: int, amp: str) -> np.ndarray:
-    """Mean of each checkpoint's softmax probabilities (N, num_classes) over the test images."""
-    precision = select_precision(amp)
-    total = None
+def predict_test(
+    checkpoints: list[dict], images_for: Callable[[int, int], np.ndarray], *, batch_size: int, precision: Precision,
+    views: list[str],
+) -> np.ndarray:  # fmt: skip
+    """Each checkpoint's softmax probabilities per view: (folds, views, N, num_classes)."""
+    out = []
     for ckpt in checkpoints:
         model = build_model(name=ckpt["model"], num_classes=ckpt["num_classes"], in_chans=ckpt["in_chans"], img_size=ckpt["img_size"])
         model.load_state_dict(ckpt["state_dict"])
-        model.to(precision.device)
+        model.to(precision.device, memory_format=torch.channels_last if precision.channels_last else torch.preserve_format)
         images = images_for(ckpt["img_size"], ckpt["in_chans"])
-        probs = predict_probs(
-            model, eval_batches(images, batch_size=batch_size), precision=precision,
-            mean=torch.tensor(ckpt["mean"]), std=torch.tensor(ckpt["std"]),
-        )  # fmt: skip
-        total = probs if total is None else total + probs
-    return total / len(checkpoints)
+        images = apply_transforms(images, build_transforms(spec=ckpt.get("augment_test", []), seed=0, key="augment_test"))
+        out.append(predict_views(
+            model, eval_batches(images, batch_size=batch_size, device=precision.device), precision=precision,
+            mean=torch.tensor(ckpt["mean"]), std=torch.tensor(ckpt["std"]), views=views,
+        ))  # fmt: skip
+    return np.stack(out)
+
+
+def write_views(path: Path, probs: np.ndarray, ids: list[str], classes: list[str], views: list[str]) -> None:
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.savez_compressed(f, probs=probs.astype(np.float32), ids=np.array(ids), classes=np.array(classes),
+                                views=np.array(views))  # fmt: skip
 
 
 def run(
@@ -63,8 +79,10 @@ def run(
     models_dir: Path = MODELS_DIR,
     submission_path: Path = SUBMISSION_FILE,
     probs_path: Path = TEST_PROBS_FILE,
+    views_path: Path | None = None,
     metrics_path: Path = LEADERBOARD_METRICS,
 ) -> dict[str, float]:
+    """Predict the test set; `views_path`: where to keep every fold's and view's probabilities (None: nowhere)."""
     competition = read_competition(raw_dir, params.data.layout)
     checkpoints = read_checkpoints(models_dir)
     classes = checkpoints[0]["classes"]
@@ -75,7 +93,12 @@ def run(
             cache[img_size, channels] = competition.test_images.load(img_size=img_size, channels=channels)
         return cache[img_size, channels]
 
-    probs = predict_test(checkpoints, images_for, batch_size=params.batch_size, amp=params.amp)
+    views = parse_views(params.tta)
+    precision = select_precision(params.amp, channels_last=params.channels_last)
+    per_view = predict_test(checkpoints, images_for, batch_size=params.batch_size, precision=precision, views=views)
+    if views_path is not None:
+        write_views(views_path, per_view, competition.test_ids, classes, views)
+    probs = per_view.mean(axis=(0, 1))
     sample = read_sample_submission(competition.sample_submission)
     submission = make_submission(sample, competition.test_ids, probs, classes)
     frame = pd.DataFrame(probs, columns=classes)
@@ -84,11 +107,15 @@ def run(
     write_csv(submission_path, submission)
     scores = score_submission(submission, competition.solution) if competition.solution else {}
     write_json(metrics_path, {"leaderboard": scores})
-    log.info("%d test predictions from %d folds -> %s %s", len(submission), len(checkpoints), submission_path, scores)
+    log.info("%d test predictions from %d folds x %d views -> %s %s", len(submission), len(checkpoints), len(views),
+             submission_path, scores)  # fmt: skip
     return scores
 
 
-main = main_of(lambda: run(load_params()), ParamsError, CompetitionError, ModelError, SubmissionError)
+main = main_of(
+    lambda: run(load_params(), views_path=TEST_VIEWS_FILE),
+    ParamsError, CompetitionError, ModelError, SubmissionError, TransformError, TTAError,
+)  # fmt: skip
 
 if __name__ == "__main__":
     main()

@@ -1,32 +1,39 @@
 """Stage `train`: one model per fold, trained on the other folds, early-stopped on its own.
 
-Reads params: the training knobs (`seed`, `model`, `img_size`, `epochs`, `batch_size`, `lr`, …,
-`augment`, `data.layout`, `data.channels`); files: `data/raw/`, `data/folds.csv`.
-Writes: `models/fold<k>.pt` (self-describing checkpoints), `predictions/oof.csv` (out-of-fold
-class probabilities for every training image), `dvclive/fold<k>/` (per-epoch curves) and
-`metrics/train.json` (best epoch, epochs run, seconds and throughput per fold).
+Reads params: the training knobs (`seed`, `model`, `pretrained`, `img_size`, `epochs`, `lr`, …,
+`augment`, `augment_test`, `tta`, `devices`, `data.layout`, `data.channels`); files: `data/raw/`,
+`data/folds.csv`. Writes: `models/fold<k>.pt` (self-describing checkpoints), `predictions/oof.csv`
+(out-of-fold class probabilities, averaged over the `tta` views), `dvclive/fold<k>/` (per-epoch
+curves), `plots/augmented.png` (a training batch after augmentation) and `metrics/train.json`.
+
+An interrupted run resumes: see `kagglecv.resume`. With `devices` > 1 the stage relaunches itself
+under torchrun and trains data-parallel (see `kagglecv.distributed`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import os
 import time
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from dvclive import Live
 
+from kagglecv import distributed
 from kagglecv.artifacts import write_checkpoint, write_csv, write_json
 from kagglecv.data import FOLDS_FILE, RAW_DIR, CompetitionError, read_competition, read_folds
-from kagglecv.engine import EpochLog, FitConfig, TrainingDiverged, fit, select_precision
-from kagglecv.loaders import eval_batches, train_batches
-from kagglecv.models import ModelError, build_model
+from kagglecv.engine import EpochLog, TrainingDiverged, select_precision
+from kagglecv.folds import FoldData, TrainSetup, train_fold
+from kagglecv.models import ModelError, build_model, model_stats
 from kagglecv.params import Params, ParamsError, load_params
-from kagglecv.runtime import main_of, seed_everything, use_deterministic_algorithms
-from kagglecv.transforms import TransformError
+from kagglecv.pictures import write_image_grid
+from kagglecv.resume import RESUME_DIR, ResumeStore, resume_key
+from kagglecv.runtime import main_of, use_deterministic_algorithms
+from kagglecv.transforms import TransformError, apply_transforms, build_transforms, resolve_augment
+from kagglecv.tta import TTAError, parse_views
 
 log = logging.getLogger("kagglecv.train")
 
@@ -34,17 +41,15 @@ MODELS_DIR = Path("models")
 OOF_FILE = Path("predictions/oof.csv")
 LIVE_DIR = Path("dvclive")
 TRAIN_METRICS = Path("metrics/train.json")
+AUGMENTED_PLOT = Path("plots/augmented.png")
+STOP_AFTER_ENV = "KAGGLECV_STOP_AFTER"  # "fold:epochs", e.g. "0:2": interrupt there, as Ctrl-C would
+ONLY_FOLDS_ENV = "KAGGLECV_FOLDS"  # "0,2": train only these folds into the resume store, write no outputs
 
 
 def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     """Per-channel mean and std of uint8 (N, H, W, C) images, in [0, 1] units."""
     flat = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
     return flat.mean(0).tolist(), np.maximum(flat.std(0), 1e-3).tolist()
-
-
-def fit_config(params: Params) -> FitConfig:
-    names = {f.name for f in dataclasses.fields(FitConfig)}
-    return FitConfig(**{k: v for k, v in dataclasses.asdict(params).items() if k in names})
 
 
 def run(
@@ -55,8 +60,12 @@ def run(
     oof_path: Path = OOF_FILE,
     live_dir: Path = LIVE_DIR,
     metrics_path: Path = TRAIN_METRICS,
+    augmented_path: Path | None = None,
+    resume_dir: Path = RESUME_DIR,
 ) -> dict:
-    """Train every fold; return the per-fold summary written to `metrics_path`."""
+    """Train every fold (resuming an interrupted run); return the summary written to `metrics_path`.
+
+    `augmented_path`: where to draw a batch of augmented training images (None: nowhere)."""
     use_deterministic_algorithms(params.deterministic)
     competition = read_competition(raw_dir, params.data.layout)
     folds = read_folds(folds_path)
@@ -65,68 +74,135 @@ def run(
     classes = competition.classes
     labels = np.array([classes.index(label) for label in competition.train_labels])
     images = competition.train_images.load(img_size=params.img_size, channels=params.data.channels)
-    mean, std = channel_stats(images)
-    precision = select_precision(params.amp)
-    n_folds = int(folds["fold"].max()) + 1
+    setup = make_setup(params, images, len(classes))
+    data = FoldData(images, apply_transforms(images, setup.test_transform), labels, folds["fold"].to_numpy())
+    store = ResumeStore(resume_key(dataclasses.asdict(params), images, labels, data.fold_of), resume_dir)
+    n_folds = int(data.fold_of.max()) + 1
     log.info(
-        "%d images %s, %d classes, %d folds, model %s on %s%s",
-        len(images), images.shape[1:], len(classes), n_folds, params.model, precision.device,
-        f" with {precision.amp_dtype} autocast" if precision.amp_dtype else "",
+        "%d images %s, %d classes, %d folds, model %s on %s%s%s", len(images), images.shape[1:], len(classes),
+        n_folds, params.model, setup.precision.device, f" with {setup.precision.amp_dtype} autocast"
+        if setup.precision.amp_dtype else "", f" x{distributed.world_size()} processes" if distributed.world_size() > 1 else "",
     )  # fmt: skip
+    if augmented_path is not None and distributed.is_main():
+        write_augmented_grid(augmented_path, params, data, classes)
     oof = np.zeros((len(images), len(classes)), np.float32)
     summary: dict[str, dict] = {}
     started = time.perf_counter()
+    only = _only_folds()
     for fold in range(n_folds):
-        seed_everything(params.seed + fold)
-        valid = folds["fold"].to_numpy() == fold
-        model = build_model(name=params.model, num_classes=len(classes), in_chans=images.shape[-1], img_size=params.img_size)
-        batches = train_batches(
-            images[~valid], labels[~valid], params.augment, batch_size=params.batch_size, seed=params.seed,
-            fold=fold, num_workers=params.num_workers, loader=params.loader, device=precision.device,
-        )  # fmt: skip
-        valid_batches = eval_batches(images[valid], batch_size=params.batch_size, device=precision.device)
-        with Live(dir=str(live_dir / f"fold{fold}"), dvcyaml=None, save_dvc_exp=False, report=None) as live:
-            progress = _epoch_logger(live, fold, n_folds, params.epochs, started)
-            result = fit(
-                model, batches, lambda: valid_batches,
-                labels[valid], config=fit_config(params), precision=precision,
-                mean=torch.tensor(mean), std=torch.tensor(std), on_epoch=progress,
-            )  # fmt: skip
-        oof[valid] = result.best_probs
-        best = result.history[result.best_epoch]
-        write_checkpoint(models_dir / f"fold{fold}.pt", {
-            "model": params.model, "num_classes": len(classes), "in_chans": images.shape[-1],
-            "img_size": params.img_size, "classes": classes, "mean": mean, "std": std,
-            "fold": fold, "best_epoch": result.best_epoch, "valid_accuracy": best.valid_accuracy,
-            "params": dataclasses.asdict(params), "state_dict": result.best_state,
-        })  # fmt: skip
-        summary[str(fold)] = {
-            "best_epoch": result.best_epoch + 1,
-            "epochs_run": len(result.history),
-            "valid_accuracy": round(best.valid_accuracy, 6),
-            "seconds": round(sum(e.seconds for e in result.history), 2),
-            "images_per_s": round(float(np.median([e.images_per_s for e in result.history])), 1),
-        }
-    frame = pd.DataFrame(oof, columns=classes)
-    frame.insert(0, "fold", folds["fold"].to_numpy())
-    frame.insert(0, "label", competition.train_labels)
-    frame.insert(0, "id", competition.train_ids)
-    write_csv(oof_path, frame, float_format="%.6g")
+        if only is not None and fold not in only:
+            continue
+        with _live(live_dir / f"fold{fold}") as live:
+            on_epoch = _epoch_logger(live, fold, n_folds, params.epochs, started)
+            result = train_fold(fold, params, data, setup, store, on_epoch=on_epoch, stop_after=_stop_after())
+        oof[data.fold_of == fold] = result["oof_probs"]
+        if distributed.is_main():
+            write_checkpoint(models_dir / f"fold{fold}.pt", _checkpoint(params, setup, classes, images, fold, result))
+        summary[str(fold)] = _fold_summary(result)
     totals = {"seconds": round(time.perf_counter() - started, 2)}
-    write_json(metrics_path, {"train": {**totals, "folds": summary}})
+    if only is not None:
+        log.info("folds %s trained into %s; gather every fold's file there and run 'dvc repro'", sorted(only), store.dir)
+        return {"folds": summary, **totals}
+    if distributed.is_main():
+        frame = pd.DataFrame(oof, columns=classes)
+        frame.insert(0, "fold", data.fold_of)
+        frame.insert(0, "label", competition.train_labels)
+        frame.insert(0, "id", competition.train_ids)
+        write_csv(oof_path, frame, float_format="%.6g")  # every image; fold -1 rows (train only) stay zero
+        write_json(metrics_path, {"train": {**totals, "folds": summary}})
+    distributed.barrier()  # every process is done with the resume state before it goes
+    if distributed.is_main():
+        store.clear()
     return {"folds": summary, **totals}
 
 
-def _epoch_logger(live: Live, fold: int, n_folds: int, epochs: int, started: float):
+def _fold_summary(result: dict) -> dict:
+    history = result["history"]
+    return {
+        "best_epoch": result["best_epoch"] + 1, "epochs_run": len(history),
+        "valid_accuracy": round(history[result["best_epoch"]]["valid_accuracy"], 6),
+        "seconds": round(sum(e["seconds"] for e in history), 2),
+        "images_per_s": round(float(np.median([e["images_per_s"] for e in history])), 1),
+    }  # fmt: skip
+
+
+def make_setup(params: Params, images: np.ndarray, num_classes: int) -> TrainSetup:
+    """What every fold shares: precision, normalisation, test-time pipeline and views."""
+    device = distributed.device_for(params.devices)
+    precision = select_precision(params.amp, device, channels_last=params.channels_last)
+    stats = channel_stats(images)
+    if params.normalize == "model" or (params.normalize == "auto" and params.pretrained):
+        probe = build_model(name=params.model, num_classes=num_classes, in_chans=images.shape[-1], img_size=params.img_size)
+        stats = model_stats(probe, images.shape[-1]) or stats
+    test_transform = build_transforms(spec=params.augment_test, seed=params.seed, key="augment_test")
+    return TrainSetup(precision, *stats, test_transform, parse_views(params.tta))
+
+
+def write_augmented_grid(path: Path, params: Params, data: FoldData, classes: list[str], n: int = 32) -> None:
+    """The first training batch of fold 0, as the model sees it after augmentation (before mixup)."""
+    transform = build_transforms(spec=resolve_augment(params.augment, params.img_size), seed=params.seed)
+    idx = np.flatnonzero(data.fold_of != 0)[:n]
+    shown = np.stack([transform(image=image)["image"].reshape(image.shape) for image in data.images[idx]])
+    write_image_grid(path, shown, [classes[data.labels[i]] for i in idx])
+
+
+def _checkpoint(params: Params, setup: TrainSetup, classes: list[str], images: np.ndarray, fold: int, result: dict) -> dict:
+    history = result["history"]
+    return {
+        "model": params.model, "num_classes": len(classes), "in_chans": images.shape[-1],
+        "img_size": params.img_size, "classes": classes, "mean": setup.mean, "std": setup.std,
+        "augment_test": params.augment_test, "fold": fold, "best_epoch": result["best_epoch"],
+        "valid_accuracy": history[result["best_epoch"]]["valid_accuracy"], "ema": params.ema.enabled,
+        "params": dataclasses.asdict(params), "state_dict": result["best_state"],
+    }  # fmt: skip
+
+
+def _only_folds() -> set[int] | None:
+    value = os.environ.get(ONLY_FOLDS_ENV)
+    return {int(v) for v in value.split(",")} if value else None
+
+
+def _stop_after() -> tuple[int, int] | None:
+    value = os.environ.get(STOP_AFTER_ENV)
+    if not value:
+        return None
+    fold, epochs = value.split(":")
+    return int(fold), int(epochs)
+
+
+class _NoLive:
+    def __enter__(self) -> _NoLive:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def log_metric(self, *args: object, **kwargs: object) -> None:
+        return None
+
+    def next_step(self) -> None:
+        return None
+
+
+def _live(path: Path) -> Live | _NoLive:
+    """dvclive for this fold's curves; other processes than the first log nothing."""
+    if not distributed.is_main():
+        return _NoLive()
+    return Live(dir=str(path), dvcyaml=None, save_dvc_exp=False, report=None)
+
+
+def _epoch_logger(live: Live | _NoLive, fold: int, n_folds: int, epochs: int, started: float):
     """One log line per epoch (with an ETA for the whole stage) and dvclive's curves."""
 
-    def on_epoch(e: EpochLog) -> None:
+    def on_epoch(e: EpochLog, replayed: bool = False) -> None:
         for name, value in (
             ("train/loss", e.train_loss), ("train/accuracy", e.train_accuracy),
             ("valid/loss", e.valid_loss), ("valid/accuracy", e.valid_accuracy), ("lr", e.lr),
         ):  # fmt: skip
             live.log_metric(name, value, plot=True)
         live.next_step()
+        if replayed or not distributed.is_main():
+            return
         done = fold * epochs + e.epoch + 1
         eta = (time.perf_counter() - started) / done * (n_folds * epochs - done)
         log.info(
@@ -138,7 +214,10 @@ def _epoch_logger(live: Live, fold: int, n_folds: int, epochs: int, started: flo
     return on_epoch
 
 
-main = main_of(lambda: run(load_params()), ParamsError, CompetitionError, ModelError, TransformError, TrainingDiverged)
+main = main_of(
+    lambda: distributed.launch_or_run(lambda: run(load_params(), augmented_path=AUGMENTED_PLOT), load_params().devices),
+    ParamsError, CompetitionError, ModelError, TransformError, TTAError, TrainingDiverged, distributed.DevicesError,
+)  # fmt: skip
 
 if __name__ == "__main__":
     main()

@@ -1,0 +1,148 @@
+"""Training one cross-validation fold from params: model, batches, `fit`, resume and TTA.
+
+The train stage calls `train_fold` once per fold. A fold finished by an interrupted run is read
+back from the resume store; an unfinished one continues from its last completed epoch.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+import albumentations as A
+import numpy as np
+import torch
+
+from kagglecv import distributed
+from kagglecv.engine import EpochLog, FitConfig, Precision, build_trainer, fit, predict_probs
+from kagglecv.loaders import eval_batches, train_batches
+from kagglecv.losses import inverse_frequency
+from kagglecv.models import build_model
+from kagglecv.params import Params
+from kagglecv.resume import ResumeStore
+from kagglecv.runtime import seed_everything
+from kagglecv.transforms import resolve_augment
+from kagglecv.tta import IDENTITY
+
+log = logging.getLogger("kagglecv.train")
+
+
+@dataclass(frozen=True)
+class FoldData:
+    images: np.ndarray  # uint8 (N, H, W, C), what training augments
+    eval_images: np.ndarray  # the same after the deterministic `augment_test` pipeline
+    labels: np.ndarray  # int (N,)
+    fold_of: np.ndarray  # int (N,): each image's validation fold
+
+
+@dataclass(frozen=True)
+class TrainSetup:
+    precision: Precision
+    mean: list[float]  # per channel, [0, 1] units
+    std: list[float]
+    test_transform: A.Compose
+    views: list[str]  # TTA views, identity first
+
+
+def fit_config(params: Params) -> FitConfig:
+    names = {f.name for f in dataclasses.fields(FitConfig)}
+    flat = {k: v for k, v in dataclasses.asdict(params).items() if k in names and k != "ema"}
+    return FitConfig(
+        **flat, ema=params.ema.enabled, ema_decay=params.ema.decay, mixup_alpha=params.mixup.mixup_alpha,
+        cutmix_alpha=params.mixup.cutmix_alpha, mixup_prob=params.mixup.prob, mixup_switch_prob=params.mixup.switch_prob,
+    )  # fmt: skip
+
+
+def train_fold(
+    fold: int,
+    params: Params,
+    data: FoldData,
+    setup: TrainSetup,
+    store: ResumeStore,
+    *,
+    on_epoch: Callable[..., None],
+    stop_after: tuple[int, int] | None = None,
+) -> dict:
+    """Train (or resume, or reuse) fold `fold`; return its best epoch, weights, OOF probs and history."""
+    saved = store.read(fold)
+    if saved is not None and saved["finished"]:
+        log.info("fold %d: finished by an earlier, interrupted run; reusing its results", fold)
+        for entry in saved["history"]:
+            on_epoch(EpochLog(**entry), replayed=True)
+        return saved
+    seed_everything(params.seed + fold)
+    valid = data.fold_of == fold
+    num_classes = int(data.labels.max()) + 1
+    model = build_model(name=params.model, num_classes=num_classes, in_chans=data.images.shape[-1],
+                        img_size=params.img_size, pretrained=params.pretrained)  # fmt: skip
+    batches = _train_batches(params, data.images[~valid], data.labels[~valid], fold, num_classes, setup.precision.device)
+    weights = inverse_frequency(data.labels[~valid], num_classes) if params.class_balance == "weights" else None
+    config = fit_config(params)
+    trainer = build_trainer(model, config=config, precision=setup.precision, steps_per_epoch=len(batches(0)),
+                            num_classes=num_classes, class_weights=None if weights is None else torch.from_numpy(weights))  # fmt: skip
+    distributed.wrap(trainer)
+    if saved is not None:
+        log.info("fold %d: resuming after epoch %d of an interrupted run", fold, saved["epochs_done"])
+        for entry in saved["history"]:
+            on_epoch(EpochLog(**entry), replayed=True)
+
+    def epoch_done(entry: EpochLog, state: Callable[[], dict]) -> None:
+        on_epoch(entry)
+        if distributed.is_main():
+            store.write(fold, {"finished": False, **state()})
+        if stop_after == (fold, entry.epoch + 1):
+            raise KeyboardInterrupt(f"stopped after fold {fold} epoch {entry.epoch + 1} as asked")
+
+    mean, std = torch.tensor(setup.mean), torch.tensor(setup.std)
+    held_out = eval_batches(data.eval_images[valid], batch_size=params.batch_size, device=setup.precision.device)
+    valid_batches = lambda: held_out  # noqa: E731
+    result = fit(trainer, batches, valid_batches, data.labels[valid], config=config, mean=mean, std=std,
+                 resume=saved, on_epoch=epoch_done)  # fmt: skip
+    oof = result.best_probs
+    if setup.views != [IDENTITY]:
+        oof = predict_probs(result.model, valid_batches(), precision=setup.precision, mean=mean, std=std, views=setup.views)
+    done = {
+        "finished": True, "best_epoch": result.best_epoch, "best_state": result.best_state, "oof_probs": oof,
+        "history": [dataclasses.asdict(h) for h in result.history],
+    }  # fmt: skip
+    if distributed.is_main():
+        store.write(fold, done)
+    return done
+
+
+def _train_batches(
+    params: Params, images: np.ndarray, labels: np.ndarray, fold: int, num_classes: int, device: torch.device
+) -> Callable:
+    """`epoch -> batches` of the fold's training part: all of it in a shuffled order, or each epoch's
+    class-balanced draw (`class_balance: sampler`) and/or this process's share (`devices` > 1)."""
+    spec = resolve_augment(params.augment, params.img_size)
+    world, rank = distributed.world_size(), distributed.rank()
+    if params.batch_size % world:
+        raise distributed.DevicesError(f"batch_size: {params.batch_size} must divide evenly among devices={world}")
+
+    def make(x: np.ndarray, y: np.ndarray, seed: int) -> Callable:
+        return train_batches(x, y, spec, batch_size=params.batch_size // world, seed=seed, fold=fold,
+                             num_workers=params.num_workers, loader=params.loader, device=device)  # fmt: skip
+
+    weights = inverse_frequency(labels, num_classes)[labels] if params.class_balance == "sampler" else None
+    if weights is None and world == 1:
+        return make(images, labels, params.seed)
+
+    def for_epoch(epoch: int) -> Iterable:
+        subset = epoch_subset(len(labels), seed=params.seed, fold=fold, epoch=epoch, weights=weights, rank=rank, world=world)
+        return make(images[subset], labels[subset], params.seed + 7919 * rank)(epoch)  # each process its own augmentations
+
+    return for_epoch
+
+
+def epoch_subset(
+    n: int, *, seed: int, fold: int, epoch: int, weights: np.ndarray | None = None, rank: int = 0, world: int = 1
+) -> np.ndarray:
+    """The training images of one epoch for process `rank` of `world`: a seeded draw of n images
+    (with replacement in proportion to `weights`, else a permutation), dealt out in turn so every
+    process gets the same number and together they cover the draw."""
+    rng = np.random.default_rng([seed, fold, epoch])  # private: the global generators stay untouched
+    drawn = rng.choice(n, size=n, replace=True, p=weights / weights.sum()) if weights is not None else rng.permutation(n)
+    return drawn[: n - n % world][rank::world]

@@ -1,0 +1,110 @@
+"""Resuming an interrupted train stage: per-fold state kept outside DVC's outputs.
+
+DVC deletes a stage's outputs before running it, so the state lives in the git-ignored
+`.kagglecv/resume/<key>/fold<k>.pt`, where `<key>` hashes the params and the data it was trained
+on: a change that affects training gets a new key and starts fresh instead of continuing
+another experiment. Each file holds either the latest epoch's snapshot of an unfinished fold or
+the results of a finished one. The stage deletes the folder once it completes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import shutil
+from pathlib import Path
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+import torch
+
+from kagglecv.artifacts import write_checkpoint
+
+if TYPE_CHECKING:  # only for annotations: engine imports this module
+    from kagglecv.engine import Trainer
+    from kagglecv.stopping import EarlyStopping
+
+RESUME_DIR = Path(".kagglecv/resume")
+
+
+def read_rng_state() -> dict:
+    """Python's, NumPy's and torch's global generators (CUDA's too when present)."""
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
+
+
+def write_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def resume_key(params: dict, *arrays: np.ndarray, files: tuple[Path, ...] = ()) -> str:
+    """A short hash of the training params, the data arrays and the files' bytes."""
+    digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
+    for array in arrays:
+        digest.update(str((array.shape, array.dtype)).encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    for path in files:
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def snapshot(trainer: Trainer, stopper: EarlyStopping, history: list[dict], epochs_done: int) -> dict:
+    """Everything needed to continue `engine.fit` after `epochs_done` epochs, as plain tensors and numbers."""
+    cpu = lambda sd: {k: v.detach().cpu().clone() for k, v in sd.items()}  # noqa: E731
+    return {
+        "epochs_done": epochs_done, "step": trainer.step, "model": cpu(trainer.plain_model.state_dict()),
+        "optimizer": trainer.optimizer.state_dict(), "schedule": trainer.schedule.state_dict(),
+        "scaler": trainer.scaler.state_dict() if trainer.scaler is not None else None,
+        "ema": cpu(trainer.ema.module.state_dict()) if trainer.ema is not None else None,
+        "stopper": stopper.state_dict(), "history": history,
+        "rng": read_rng_state(),
+    }  # fmt: skip
+
+
+def restore(trainer: Trainer, stopper: EarlyStopping, state: dict) -> tuple[list[dict], int]:
+    """Load a `snapshot` into `trainer` and `stopper`; return (history, epochs done)."""
+    trainer.plain_model.load_state_dict(state["model"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.schedule.load_state_dict(state["schedule"])
+    if trainer.scaler is not None and state["scaler"] is not None:
+        trainer.scaler.load_state_dict(state["scaler"])
+    if trainer.ema is not None and state["ema"] is not None:
+        trainer.ema.module.load_state_dict(state["ema"])
+    trainer.step = state["step"]
+    stopper.load_state_dict(state["stopper"])
+    write_rng_state(state["rng"])
+    return state["history"], state["epochs_done"]
+
+
+class ResumeStore:
+    """`<root>/<key>/fold<k>.pt`: one file per fold, replaced atomically."""
+
+    def __init__(self, key: str, root: Path = RESUME_DIR) -> None:
+        self.dir = Path(root) / key
+
+    def path(self, fold: int) -> Path:
+        return self.dir / f"fold{fold}.pt"
+
+    def read(self, fold: int) -> dict | None:
+        path = self.path(fold)
+        return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
+
+    def write(self, fold: int, state: dict) -> None:
+        write_checkpoint(self.path(fold), state)
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+        root = self.dir.parent
+        for folder in (root, root.parent) if root.parent.name == ".kagglecv" else (root,):
+            if folder.is_dir() and not any(folder.iterdir()):  # leave no empty folders behind
+                folder.rmdir()
