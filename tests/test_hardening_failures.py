@@ -54,7 +54,7 @@ def test_nan_loss_stops_train_naming_lr_and_keeps_every_artifact(
     assert snapshot(project) == before
 
 
-@pytest.mark.parametrize(("stage", "target"), [(train, "fit"), (predict, "predict_test")])
+@pytest.mark.parametrize(("stage", "target"), [(train, "train_fold"), (predict, "predict_test")])
 def test_out_of_gpu_memory_names_batch_size_img_size_and_amp(
     project: Path, capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, stage: object, target: str
 ) -> None:

@@ -35,12 +35,13 @@ from pathlib import Path
 import numpy as np
 import torch
 import yaml
-from timm.optim import create_optimizer_v2
 
-from kagglecv.engine import Precision, build_loss, predict_probs, select_precision, to_input, train_one_epoch
+from kagglecv.engine import Precision, Trainer, build_trainer, predict_probs, select_precision, to_input, train_one_epoch
+from kagglecv.folds import fit_config
 from kagglecv.loaders import eval_batches, train_batches
 from kagglecv.models import build_model
 from kagglecv.params import Params, load_params
+from kagglecv.transforms import resolve_augment
 
 RESULTS = Path("benchmarks/results.json")
 REPORT = Path("BENCHMARKS.md")
@@ -52,10 +53,27 @@ def make_workload(n: int, size: int = 28, seed: int = 0) -> tuple[np.ndarray, np
     return rng.integers(0, 256, (n, size, size, 1), dtype=np.uint8), rng.integers(0, 10, n)
 
 
-def _fresh(params: Params, precision: Precision):
-    model = build_model(name=params.model, num_classes=10, in_chans=1, img_size=params.img_size).to(precision.device)
-    optimizer = create_optimizer_v2(model, opt=params.optimizer, lr=params.lr, weight_decay=params.weight_decay)
-    return model, optimizer, build_loss(label_smoothing=params.label_smoothing)
+MEAN, STD = torch.tensor([0.5]), torch.tensor([0.25])
+
+
+def _fresh(params: Params, precision: Precision, steps_per_epoch: int) -> Trainer:
+    """A model with the optimiser, schedule and loss the train stage would give it."""
+    model = build_model(name=params.model, num_classes=10, in_chans=1, img_size=params.img_size)
+    return build_trainer(model, config=fit_config(params), precision=precision, steps_per_epoch=steps_per_epoch,
+                         num_classes=10)  # fmt: skip
+
+
+class _First:
+    """The first `steps` batches of an epoch (a steady-state slice of it)."""
+
+    def __init__(self, batches, steps: int) -> None:
+        self.batches, self.steps = batches, min(steps, len(batches))
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        return islice(iter(self.batches), self.steps)
 
 
 def _sync(precision: Precision) -> None:
@@ -63,27 +81,24 @@ def _sync(precision: Precision) -> None:
         torch.cuda.synchronize()
 
 
-def time_stage_path(params, precision, images, labels, steps: int, epoch: int, model_opt) -> float:
+def time_stage_path(params, precision, images, labels, steps: int, epoch: int, trainer: Trainer) -> float:
     """Images/s of the train stage's data path and engine loop over `steps` batches of one epoch."""
-    model, optimizer, loss_fn = model_opt
-    make = train_batches(images, labels, params.augment, batch_size=params.batch_size, seed=params.seed,
+    spec = resolve_augment(params.augment, params.img_size)
+    make = train_batches(images, labels, spec, batch_size=params.batch_size, seed=params.seed,
                          fold=0, loader=params.loader, device=precision.device)  # fmt: skip
-    mean, std = torch.tensor([0.5]), torch.tensor([0.25])
-    batches = islice(make(epoch), steps)
+    batches = _First(make(epoch), steps)
     _sync(precision)
     start = time.perf_counter()
-    _, _, seen = train_one_epoch(model, batches, optimizer=optimizer, loss_fn=loss_fn, precision=precision,
-                                 mean=mean, std=std)  # fmt: skip
+    _, _, seen = train_one_epoch(trainer, batches, mean=MEAN, std=STD)
     _sync(precision)
     return seen / (time.perf_counter() - start)
 
 
-def time_compute_limit(params, precision, images, steps: int, model_opt) -> float:
+def time_compute_limit(params, precision, images, steps: int, trainer: Trainer) -> float:
     """Images/s of forward + backward + step on one normalised batch already on the device."""
-    model, optimizer, loss_fn = model_opt
+    model, optimizer, loss_fn = trainer.model, trainer.optimizer, trainer.loss_fn
     model.train()
-    x = to_input(torch.from_numpy(images[: params.batch_size].transpose(0, 3, 1, 2).copy()),
-                 torch.tensor([0.5]), torch.tensor([0.25]), precision.device)  # fmt: skip
+    x = to_input(torch.from_numpy(images[: params.batch_size].transpose(0, 3, 1, 2).copy()), MEAN, STD, precision)
     y = torch.randint(0, 10, (len(x),), device=precision.device)
     _sync(precision)
     start = time.perf_counter()
@@ -120,8 +135,8 @@ class _NaiveDataset(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
 
 
-def time_naive(params, precision, images, labels, steps: int, model_opt, max_shift: int) -> float:
-    model, optimizer, loss_fn = model_opt
+def time_naive(params, precision, images, labels, steps: int, trainer: Trainer, max_shift: int) -> float:
+    model, optimizer, loss_fn = trainer.model, trainer.optimizer, trainer.loss_fn
     model.train()
     loader = torch.utils.data.DataLoader(_NaiveDataset(images, labels, max_shift), batch_size=params.batch_size,
                                          shuffle=True, num_workers=params.num_workers)  # fmt: skip
@@ -189,8 +204,8 @@ def run(
     params = dataclasses.replace(params, img_size=28)  # the MNIST shape
     precision = select_precision(params.amp, device)
     images, labels = make_workload(n_images)
-    shift = max_shift_of(params.augment)
-    stage_opt, limit_opt, naive_opt = (_fresh(params, precision) for _ in range(3))
+    shift = max_shift_of(resolve_augment(params.augment, params.img_size))
+    stage_opt, limit_opt, naive_opt = (_fresh(params, precision, n_images // params.batch_size) for _ in range(3))
     time_stage_path(params, precision, images, labels, 10, 0, stage_opt)  # warm-up: allocations, kernels
     time_compute_limit(params, precision, images, 10, limit_opt)
     time_naive(params, precision, images, labels, 10, naive_opt, shift)
@@ -204,8 +219,8 @@ def run(
     for _ in range(repeats):
         _sync(precision)
         start = time.perf_counter()
-        predict_probs(stage_opt[0], eval_batches(test, batch_size=512, device=precision.device), precision=precision,
-                      mean=torch.tensor([0.5]), std=torch.tensor([0.25]))  # fmt: skip
+        predict_probs(stage_opt.eval_model, eval_batches(test, batch_size=512, device=precision.device),
+                      precision=precision, mean=MEAN, std=STD)  # fmt: skip
         predict.append(len(test) / (time.perf_counter() - start))
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     train_ips, limit_ips, naive_ips = (statistics.median(v) for v in (fast, limit, naive))
@@ -219,7 +234,7 @@ def run(
         "peak_rss_mb": round(peak_rss_mb, 1),
         "noop_repro_s": round(time_noop_repro(repeats), 2) if repro else None,
         "workload": {"images": n_images, "shape": [28, 28, 1], "classes": 10, "model": params.model,
-                     "batch_size": params.batch_size, "augment": params.augment, "loader": params.loader,
+                     "batch_size": params.batch_size, "augment": resolve_augment(params.augment, params.img_size), "loader": params.loader,
                      "precision": str(precision.amp_dtype or torch.float32).removeprefix("torch."),
                      "repeats": repeats, "steps_per_repeat": steps},  # fmt: skip
         "machine": machine_description(precision),
