@@ -193,7 +193,7 @@ def copy_project(src: Path, dest: Path, overrides: dict) -> None:
 
 
 def run(
-    params: Params, *, n_images: int = 60_000, repeats: int = 5, steps: int = 120, device: str | None = None,
+    params: Params, *, n_images: int = 60_000, repeats: int = 12, steps: int = 60, device: str | None = None,
     repro: bool = True,
 ) -> dict:
     """Measure everything (see the module docstring); return the results dictionary.
@@ -205,31 +205,39 @@ def run(
     precision = select_precision(params.amp, device)
     images, labels = make_workload(n_images)
     shift = max_shift_of(resolve_augment(params.augment, params.img_size))
-    stage_opt, limit_opt, naive_opt = (_fresh(params, precision, n_images // params.batch_size) for _ in range(3))
-    time_stage_path(params, precision, images, labels, 10, 0, stage_opt)  # warm-up: allocations, kernels
-    time_compute_limit(params, precision, images, 10, limit_opt)
-    time_naive(params, precision, images, labels, 10, naive_opt, shift)
-    fast, limit, naive = [], [], []
-    for r in range(repeats):  # interleaved, so load on a shared machine hits all three alike
-        fast.append(time_stage_path(params, precision, images, labels, steps, r + 1, stage_opt))
-        limit.append(time_compute_limit(params, precision, images, steps, limit_opt))
-        naive.append(time_naive(params, precision, images, labels, steps, naive_opt, shift))
+    trainer, naive_trainer = (_fresh(params, precision, n_images // params.batch_size) for _ in range(2))
+    measure = {
+        "train": lambda r: time_stage_path(params, precision, images, labels, steps, r + 1, trainer),
+        "limit": lambda r: time_compute_limit(params, precision, images, steps, trainer),  # the same model
+        "naive": lambda r: time_naive(params, precision, images, labels, steps, naive_trainer, shift),
+    }
+    for name in measure:  # warm-up: allocations, kernel selection
+        measure[name](-1)
+    runs: dict[str, list[float]] = {name: [] for name in measure}
+    order = list(measure)
+    for r in range(repeats):  # interleaved, order rotated, so load on a shared machine hits all three alike
+        for name in order[r % 3 :] + order[: r % 3]:
+            runs[name].append(measure[name](r))
+    fast, limit, naive = runs["train"], runs["limit"], runs["naive"]
     test = images[:10_000]
     predict = []
     for _ in range(repeats):
         _sync(precision)
         start = time.perf_counter()
-        predict_probs(stage_opt.eval_model, eval_batches(test, batch_size=512, device=precision.device),
+        predict_probs(trainer.eval_model, eval_batches(test, batch_size=512, device=precision.device),
                       precision=precision, mean=MEAN, std=STD)  # fmt: skip
         predict.append(len(test) / (time.perf_counter() - start))
     peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     train_ips, limit_ips, naive_ips = (statistics.median(v) for v in (fast, limit, naive))
+    # Ratios: the median of each repetition's own ratio, its two sides measured back to back.
+    efficiency = statistics.median(a / b for a, b in zip(fast, limit))
+    speedup = statistics.median(a / b for a, b in zip(fast, naive))
     return {
         "train_images_per_s": round(train_ips, 1),
         "compute_limit_images_per_s": round(limit_ips, 1),
-        "efficiency": round(train_ips / limit_ips, 3),
+        "efficiency": round(efficiency, 3),
         "naive_images_per_s": round(naive_ips, 1),
-        "speedup_vs_naive": round(train_ips / naive_ips, 2),
+        "speedup_vs_naive": round(speedup, 2),
         "predict_images_per_s": round(statistics.median(predict), 1),
         "peak_rss_mb": round(peak_rss_mb, 1),
         "noop_repro_s": round(time_noop_repro(repeats), 2) if repro else None,
@@ -288,8 +296,8 @@ def format_section(r: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=60_000)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--steps", type=int, default=120, help="training steps per repetition")
+    parser.add_argument("--repeats", type=int, default=12)
+    parser.add_argument("--steps", type=int, default=60, help="training steps per repetition")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
