@@ -2,15 +2,13 @@
 
 import json
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import yaml
 
-from tests.conftest import REPO
+from tests.conftest import make_project
 
 TINY = {"n_folds": 2, "epochs": 2, "img_size": 8, "batch_size": 32, "patience": 1, "warmup_epochs": 0}
 
@@ -25,19 +23,7 @@ def sh(cwd: Path, *args: str) -> str:
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("project")
-    for name in ("src", ".dvc"):
-        shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "tmp", "cache"))
-    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
-        if (REPO / name).exists():
-            shutil.copy(REPO / name, root / name)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params.update(TINY)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh(root, "git", "init", "-q")
-    sh(root, "git", "add", "-A")
-    sh(root, "git", "commit", "-qm", "tiny")
-    return root
+    return make_project(tmp_path_factory.mktemp("project"), TINY)
 
 
 @pytest.mark.slow

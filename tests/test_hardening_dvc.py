@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
-from tests.conftest import REPO
+from tests.conftest import make_project
 from tests.hardening_fixtures import snapshot
 from tests.test_dvc_repro import TINY, sh
 
@@ -26,21 +24,7 @@ def dvc_fails(cwd: Path, *args: str) -> str:
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
-    root = tmp_path / "project"
-    root.mkdir()
-    for name in ("src", ".dvc"):
-        ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "tmp", "cache")
-        shutil.copytree(REPO / name, root / name, ignore=ignore)
-    for name in ("dvc.yaml", ".dvcignore", ".gitignore"):
-        if (REPO / name).exists():
-            shutil.copy(REPO / name, root / name)
-    params = yaml.safe_load((REPO / "params.yaml").read_text())
-    params.update(TINY)
-    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    sh(root, "git", "init", "-q")
-    sh(root, "git", "add", "-A")
-    sh(root, "git", "commit", "-qm", "tiny")
-    return root
+    return make_project(tmp_path / "project", TINY)
 
 
 @pytest.mark.slow

@@ -12,34 +12,8 @@ import pandas as pd
 import pytest
 
 from kagglecv.data import TRAIN_ONLY_FOLD, FileImages, read_competition, read_folds
-from kagglecv.params import DataParams, Params
-from kagglecv.stages import download, evaluate, predict, split, train
-
-
-def tiny_params(**data: object) -> Params:
-    return dataclasses.replace(
-        Params(), n_folds=2, epochs=1, model="softmax_regression", img_size=8, batch_size=4, augment=[],
-        data=DataParams(**data),
-    )  # fmt: skip
-
-
-def run_pipeline(params: Params, tmp_path: Path) -> Path:
-    """download -> split -> train -> evaluate -> predict in `tmp_path`; the submission's path."""
-    raw, folds, models = tmp_path / "data/raw", tmp_path / "data/folds.csv", tmp_path / "models"
-    download.run(params, out_dir=raw)
-    split.run(params, raw_dir=raw, out_path=folds)
-    oof = tmp_path / "predictions/oof.csv"
-    train.run(
-        params, raw_dir=raw, folds_path=folds, models_dir=models, oof_path=oof,
-        live_dir=tmp_path / "dvclive", metrics_path=tmp_path / "metrics/train.json",
-    )  # fmt: skip
-    evaluate.run(oof_path=oof, metrics_path=tmp_path / "metrics/cv.json", confusion_path=tmp_path / "plots/c.csv")
-    submission = tmp_path / "submissions/submission.csv"
-    predict.run(
-        params, raw_dir=raw, models_dir=models, submission_path=submission,
-        probs_path=tmp_path / "predictions/test_probs.csv", metrics_path=tmp_path / "metrics/leaderboard.json",
-    )  # fmt: skip
-    return submission
+from kagglecv.params import DataParams
+from tests.conftest import run_pipeline, tiny_params
 
 
 def write_image(path: Path, label_index: int, rng: np.random.Generator, *, grey: bool = False) -> None:

@@ -1,11 +1,10 @@
 """The fast data path draws the same augmentations as albumentations and feeds the same pixels."""
 
-import albumentations as A
 import numpy as np
 import pytest
 import torch
 
-from kagglecv.batch_transforms import build_batch_transforms, translate
+from kagglecv.batch_transforms import build_batch_transforms
 from kagglecv.engine import predict_probs, select_precision
 from kagglecv.loaders import TensorBatches, albumentations_batches, eval_batches, train_batches
 from kagglecv.models import build_model

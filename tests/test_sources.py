@@ -3,7 +3,6 @@ from files seeded where it looks first."""
 
 from __future__ import annotations
 
-import dataclasses
 import stat
 import struct
 import zipfile
@@ -16,33 +15,9 @@ import requests
 from kaggle.api.kaggle_api_extended import KaggleApi
 
 from kagglecv.data import read_competition
-from kagglecv.params import DataParams, Params
 from kagglecv.sources import SourceError, extract_zip, fetch_local, fetch_torchvision
-from kagglecv.stages import download, predict, split, train
-
-
-def tiny_params(**data: object) -> Params:
-    return dataclasses.replace(
-        Params(), n_folds=2, epochs=1, model="softmax_regression", img_size=8, batch_size=4, augment=[],
-        data=DataParams(**data),
-    )  # fmt: skip
-
-
-def run_pipeline(params: Params, tmp_path: Path) -> Path:
-    """download -> split -> train -> predict in `tmp_path`; the submission's path."""
-    raw, folds, models = tmp_path / "data/raw", tmp_path / "data/folds.csv", tmp_path / "models"
-    download.run(params, out_dir=raw)
-    split.run(params, raw_dir=raw, out_path=folds)
-    train.run(
-        params, raw_dir=raw, folds_path=folds, models_dir=models, oof_path=tmp_path / "oof.csv",
-        live_dir=tmp_path / "dvclive", metrics_path=tmp_path / "train.json",
-    )  # fmt: skip
-    submission = tmp_path / "submission.csv"
-    predict.run(
-        params, raw_dir=raw, models_dir=models, submission_path=submission,
-        probs_path=tmp_path / "test_probs.csv", metrics_path=tmp_path / "leaderboard.json",
-    )  # fmt: skip
-    return submission
+from kagglecv.stages import download
+from tests.conftest import run_pipeline, tiny_params
 
 
 def write_pixel_zip(archive: Path) -> None:
@@ -179,7 +154,7 @@ def test_torchvision_test_split_becomes_test_part_and_solution(tmp_path: Path, n
 def test_torchvision_end_to_end_scores_against_the_solution(tmp_path: Path) -> None:
     seed_mnist(tmp_path / "data/raw", "MNIST")
     run_pipeline(tiny_params(source="torchvision", name="MNIST"), tmp_path)
-    scores = pd.read_json(tmp_path / "leaderboard.json").loc["accuracy", "leaderboard"]
+    scores = pd.read_json(tmp_path / "metrics/leaderboard.json").loc["accuracy", "leaderboard"]
     assert 0.0 <= scores <= 1.0
 
 
@@ -222,4 +197,4 @@ def test_user_solution_is_copied_in_and_scored(tmp_path: Path) -> None:
     truth.write_text("ImageId,Label,Usage\n1,0,Public\n2,1,Public\n3,2,Private\n4,0,Private\n")
     run_pipeline(tiny_params(source="local", path=str(archive), solution=str(truth)), tmp_path / "run")
     assert (tmp_path / "run/data/raw/solution.csv").read_text() == truth.read_text()
-    assert set(pd.read_json(tmp_path / "run/leaderboard.json")["leaderboard"].index) == {"accuracy"}
+    assert set(pd.read_json(tmp_path / "run/metrics/leaderboard.json")["leaderboard"].index) == {"accuracy"}

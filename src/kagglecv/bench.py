@@ -36,7 +36,15 @@ import numpy as np
 import torch
 import yaml
 
-from kagglecv.engine import Precision, Trainer, build_trainer, predict_probs, select_precision, to_input, train_one_epoch
+from kagglecv.engine import (
+    Precision,
+    Trainer,
+    build_trainer,
+    predict_probs,
+    select_precision,
+    to_input,
+    train_one_epoch,
+)
 from kagglecv.folds import fit_config
 from kagglecv.loaders import eval_batches, train_batches
 from kagglecv.models import build_model

@@ -19,6 +19,7 @@ from timm.models import load_state_dict, register_model
 from timm.models._hub import check_cached_file
 from torch import nn
 
+
 class ModelError(ValueError):
     """`model` names no architecture in timm's registry, or `pretrained` no usable weights."""
 

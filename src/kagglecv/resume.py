@@ -14,7 +14,6 @@ import json
 import random
 import shutil
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 import numpy as np

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from dvclive import Live
 
+from dvclive import Live
 from kagglecv import distributed
 from kagglecv.artifacts import write_checkpoint, write_csv, write_json
 from kagglecv.data import FOLDS_FILE, RAW_DIR, CompetitionError, read_competition, read_folds
