@@ -207,3 +207,12 @@ def test_credentials_files_are_ignored_by_git(path: str) -> None:
     if done.returncode == 128:
         pytest.skip("not a git checkout")
     assert done.returncode == 0, f"{path} is not ignored by .gitignore"
+
+
+def test_a_corrupt_checkpoint_names_the_file_and_the_fix(tmp_path: Path) -> None:
+    from kagglecv.data import CompetitionError
+    from kagglecv.stages.predict import read_checkpoints
+
+    (tmp_path / "fold0.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(CompetitionError, match=r"fold0\.pt is not a readable checkpoint .*dvc repro -f train"):
+        read_checkpoints(tmp_path)

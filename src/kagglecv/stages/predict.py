@@ -13,6 +13,7 @@ competition has a `solution.csv`; empty otherwise).
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,7 +45,13 @@ def read_checkpoints(models_dir: Path) -> list[dict]:
     paths = sorted(models_dir.glob("fold*.pt"), key=lambda p: int(p.stem.removeprefix("fold")))
     if not paths:
         raise CompetitionError(f"{models_dir} has no fold checkpoints: run 'dvc repro train' first")
-    return [torch.load(p, map_location="cpu", weights_only=False) for p in paths]
+    checkpoints = []
+    for path in paths:
+        try:
+            checkpoints.append(torch.load(path, map_location="cpu", weights_only=False))
+        except (OSError, RuntimeError, EOFError, pickle.UnpicklingError) as err:
+            raise CompetitionError(f"{path} is not a readable checkpoint ({err}): run 'dvc repro -f train'") from err
+    return checkpoints
 
 
 def predict_test(
@@ -96,16 +103,17 @@ def run(
     views = parse_views(params.tta)
     precision = select_precision(params.amp, channels_last=params.channels_last)
     per_view = predict_test(checkpoints, images_for, batch_size=params.batch_size, precision=precision, views=views)
-    if views_path is not None:
-        write_views(views_path, per_view, competition.test_ids, classes, views)
     probs = per_view.mean(axis=(0, 1))
     sample = read_sample_submission(competition.sample_submission)
     submission = make_submission(sample, competition.test_ids, probs, classes)
+    # Score before writing anything, so a failure leaves the previous submission and its score together.
+    scores = score_submission(submission, competition.solution) if competition.solution else {}
+    if views_path is not None:
+        write_views(views_path, per_view, competition.test_ids, classes, views)
     frame = pd.DataFrame(probs, columns=classes)
     frame.insert(0, "id", competition.test_ids)
     write_csv(probs_path, frame, float_format="%.6g")
     write_csv(submission_path, submission)
-    scores = score_submission(submission, competition.solution) if competition.solution else {}
     write_json(metrics_path, {"leaderboard": scores})
     log.info("%d test predictions from %d folds x %d views -> %s %s", len(submission), len(checkpoints), len(views),
              submission_path, scores)  # fmt: skip
