@@ -78,11 +78,7 @@ def run(
     data = FoldData(images, apply_transforms(images, setup.test_transform), labels, folds["fold"].to_numpy())
     store = ResumeStore(resume_key(dataclasses.asdict(params), images, labels, data.fold_of), resume_dir)
     n_folds = int(data.fold_of.max()) + 1
-    log.info(
-        "%d images %s, %d classes, %d folds, model %s on %s%s%s", len(images), images.shape[1:], len(classes),
-        n_folds, params.model, setup.precision.device, f" with {setup.precision.amp_dtype} autocast"
-        if setup.precision.amp_dtype else "", f" x{distributed.world_size()} processes" if distributed.world_size() > 1 else "",
-    )  # fmt: skip
+    _log_start(params, setup, images, len(classes), n_folds)
     if augmented_path is not None and distributed.is_main():
         write_augmented_grid(augmented_path, params, data, classes)
     oof = np.zeros((len(images), len(classes)), np.float32)
@@ -104,16 +100,32 @@ def run(
         log.info("folds %s trained into %s; gather every fold's file there and run 'dvc repro'", sorted(only), store.dir)
         return {"folds": summary, **totals}
     if distributed.is_main():
-        frame = pd.DataFrame(oof, columns=classes)
-        frame.insert(0, "fold", data.fold_of)
-        frame.insert(0, "label", competition.train_labels)
-        frame.insert(0, "id", competition.train_ids)
-        write_csv(oof_path, frame, float_format="%.6g")  # every image; fold -1 rows (train only) stay zero
+        write_oof(oof_path, oof, classes, competition.train_ids, competition.train_labels, data.fold_of)
         write_json(metrics_path, {"train": {**totals, "folds": summary}})
     distributed.barrier()  # every process is done with the resume state before it goes
     if distributed.is_main():
         store.clear()
     return {"folds": summary, **totals}
+
+
+def write_oof(
+    path: Path, oof: np.ndarray, classes: list[str], ids: list[str], labels: list[str], fold_of: np.ndarray
+) -> None:
+    """id, label, fold and one probability column per class; fold -1 rows (train only) stay zero."""
+    frame = pd.DataFrame(oof, columns=classes)
+    frame.insert(0, "fold", fold_of)
+    frame.insert(0, "label", labels)
+    frame.insert(0, "id", ids)
+    write_csv(path, frame, float_format="%.6g")
+
+
+def _log_start(params: Params, setup: TrainSetup, images: np.ndarray, n_classes: int, n_folds: int) -> None:
+    amp = f" with {setup.precision.amp_dtype} autocast" if setup.precision.amp_dtype else ""
+    procs = f" x{distributed.world_size()} processes" if distributed.world_size() > 1 else ""
+    log.info(
+        "%d images %s, %d classes, %d folds, model %s on %s%s%s", len(images), images.shape[1:], n_classes,
+        n_folds, params.model, setup.precision.device, amp, procs,
+    )  # fmt: skip
 
 
 def _fold_summary(result: dict) -> dict:
