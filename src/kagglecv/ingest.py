@@ -30,7 +30,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from kagglecv.artifacts import write_json
-from kagglecv.data import Competition, CompetitionError, FileImages, IngestProblem
+from kagglecv.data import Competition, CompetitionError, FileImages, ImageSource, IngestProblem
 
 SHOWN = 3  # problems quoted in an error message; the report lists them all
 
@@ -104,12 +104,18 @@ def _train_problems(competition: Competition, check_images: bool) -> dict[int, t
         elif len(sample_columns) > 2 and str(label) not in sample_columns[1:]:
             found[i] = (listing, f"label {label!r} is not a column of {c.sample_submission.name}")
         seen.add(image_id)
-    images = c.train_images
-    if check_images and isinstance(images, FileImages):
-        todo = [i for i in range(len(images)) if i not in found]
-        for j, why in find_bad_images([images.paths[i] for i in todo], images.cache_dir).items():
-            found[todo[j]] = (_file(c, images.paths[todo[j]]), why)
+    if check_images:
+        _add_bad_images(c, c.train_images, found)
     return dict(sorted(found.items()))
+
+
+def _add_bad_images(c: Competition, images: ImageSource, found: dict[int, tuple[str, str]]) -> None:
+    """Decode every image file not already found wanting; add the unreadable ones to `found`."""
+    if not isinstance(images, FileImages):
+        return  # pixel CSVs hold no files to decode
+    todo = [i for i in range(len(images)) if i not in found]
+    for j, why in find_bad_images([images.paths[i] for i in todo], images.cache_dir).items():
+        found[todo[j]] = (_file(c, images.paths[todo[j]]), why)
 
 
 def _test_problems(competition: Competition, check_images: bool) -> list[IngestProblem]:
@@ -123,11 +129,8 @@ def _test_problems(competition: Competition, check_images: bool) -> list[IngestP
         if test_id in seen and i not in found:
             found[i] = (sample, f"id {test_id!r} appears more than once")
         seen.add(test_id)
-    images = c.test_images
-    if check_images and isinstance(images, FileImages):
-        todo = [i for i in range(len(images)) if i not in found]
-        for j, why in find_bad_images([images.paths[i] for i in todo], images.cache_dir).items():
-            found[todo[j]] = (_file(c, images.paths[todo[j]]), why)
+    if check_images:
+        _add_bad_images(c, c.test_images, found)
     return [IngestProblem("test", file, c.test_ids[i], why, "stop") for i, (file, why) in sorted(found.items())]
 
 
