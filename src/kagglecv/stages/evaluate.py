@@ -96,8 +96,8 @@ def write_mistakes(
     competition = read_competition(raw_dir, params.data.layout)
     if competition.train_ids != train_ids:
         raise CompetitionError(f"{OOF_FILE} does not match {raw_dir}: run 'dvc repro train' again")
-    images = competition.train_images.load(img_size=params.img_size, channels=params.data.channels)
-    write_image_grid(path, images[rows], captions)
+    shown = competition.train_images.select(rows.tolist())  # decode only the images drawn
+    write_image_grid(path, shown.load(img_size=params.img_size, channels=params.data.channels), captions)
 
 
 main = main_of(
