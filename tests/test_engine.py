@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pytest
 import torch
@@ -11,6 +13,7 @@ from kagglecv import engine
 from kagglecv.engine import FitConfig, TrainingDiverged, build_trainer, fit, predict_views, select_precision
 from kagglecv.losses import build_loss, build_mixup, inverse_frequency
 from kagglecv.optim import SCHEDULERS, LrSchedule
+from kagglecv.params import ParamsError
 from kagglecv.tta import TTAError, apply_view, parse_views
 
 CPU = select_precision("off", "cpu")
@@ -39,6 +42,9 @@ def test_precision_is_float32_on_cpu_unless_asked():
     assert select_precision("auto", "cpu").amp_dtype is None
     assert select_precision("off", "cpu").amp_dtype is None
     assert select_precision("on", "cpu").amp_dtype is torch.bfloat16
+    assert select_precision("bf16", "cpu").amp_dtype is torch.bfloat16
+    forced = select_precision("fp16", "cpu")
+    assert forced.amp_dtype is torch.float16 and forced.needs_scaler
 
 
 def test_precision_on_gpus_with_and_without_bfloat16(monkeypatch):
@@ -49,6 +55,9 @@ def test_precision_on_gpus_with_and_without_bfloat16(monkeypatch):
     older = select_precision("auto", "cuda")
     assert older.amp_dtype is torch.float16 and older.needs_scaler
     assert select_precision("off", "cuda").amp_dtype is None
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Tesla V100")
+    with pytest.raises(ParamsError, match=r"amp: bf16, but Tesla V100 has no bfloat16; use amp: fp16"):
+        select_precision("bf16", "cuda")
 
 
 def test_channels_last_inputs():
@@ -163,6 +172,48 @@ def test_fit_keeps_the_best_epoch_and_lowers_the_loss():
     losses = [h.valid_loss for h in result.history]
     assert result.best_epoch == int(np.argmin(losses)) and losses[-1] < losses[0]
     assert result.best_probs.shape == (24, 3)
+
+
+def _fit_fp16(config: FitConfig, data, valid, *, resume: dict | None = None, stop_after: int | None = None):
+    """`fit` in float16 autocast with a GradScaler on the CPU; snapshots saved and loaded as the stage does."""
+    trainer = build_trainer(tiny_model(), config=config, precision=select_precision("fp16", "cpu"),
+                            steps_per_epoch=len(data), num_classes=3)  # fmt: skip
+    snapshots = {}
+
+    def on_epoch(log, state):
+        buffer = io.BytesIO()
+        torch.save(state(), buffer)
+        snapshots[log.epoch + 1] = torch.load(io.BytesIO(buffer.getvalue()), weights_only=False)
+        if stop_after is not None and log.epoch + 1 == stop_after:
+            raise KeyboardInterrupt
+
+    try:
+        result = fit(trainer, lambda epoch: data, lambda: valid, valid[0][1].numpy(), config=config, mean=MEAN, std=STD,
+                     resume=resume, on_epoch=on_epoch)  # fmt: skip
+    except KeyboardInterrupt:
+        result = None
+    return trainer, result, snapshots
+
+
+def test_float16_trains_with_a_grad_scaler_and_resumes_exactly():
+    data, valid = batches(64, 16), batches(24, 24, seed=1)
+    config = FitConfig(epochs=4, lr=0.05, patience=10)
+    torch.manual_seed(0)
+    trainer, whole, snapshots = _fit_fp16(config, data, valid)
+    assert isinstance(trainer.scaler, torch.amp.GradScaler)
+    assert snapshots[2]["scaler"]["_growth_tracker"] == snapshots[2]["step"] == 8  # the scaler saw every step
+    losses = [h.valid_loss for h in whole.history]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0] and whole.history[-1].valid_accuracy > 0.9
+
+    torch.manual_seed(0)
+    _, stopped, first_half = _fit_fp16(config, data, valid, stop_after=2)
+    assert stopped is None and set(first_half) == {1, 2}
+    again, resumed, _ = _fit_fp16(config, data, valid, resume=first_half[2])
+    assert again.scaler.state_dict() == trainer.scaler.state_dict()  # growth tracker 16, not restarted at 0
+    assert [h.valid_loss for h in resumed.history] == losses
+    np.testing.assert_array_equal(resumed.best_probs, whole.best_probs)
+    for name, value in whole.best_state.items():
+        torch.testing.assert_close(resumed.best_state[name], value, rtol=0, atol=0)
 
 
 # --- losses and class balance ----------------------------------------------------------------

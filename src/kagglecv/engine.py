@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from kagglecv.losses import build_loss, build_mixup
 from kagglecv.optim import LrSchedule, build_ema, build_optimizer
+from kagglecv.params import ParamsError
 from kagglecv.resume import restore, snapshot
 from kagglecv.stopping import EarlyStopping
 from kagglecv.tta import IDENTITY, apply_view
@@ -47,12 +48,18 @@ class Precision:
 
 
 def select_precision(amp: str, device: str | None = None, *, channels_last: bool = False) -> Precision:
-    """`amp` from params: auto (on with CUDA only), on, off. bfloat16 where supported, else float16."""
+    """`amp` from params: auto (on with CUDA only), on, off, or a forced bf16 / fp16.
+
+    `on` picks bfloat16 where the device supports it and float16 (with a GradScaler) otherwise.
+    """
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if amp == "off" or (amp == "auto" and dev.type != "cuda"):
         return Precision(dev, None, channels_last)
-    if dev.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return Precision(dev, torch.float16, channels_last)  # pre-Ampere GPUs: float16 with a GradScaler
+    bf16_ok = dev.type != "cuda" or torch.cuda.is_bf16_supported()
+    if amp == "bf16" and not bf16_ok:
+        raise ParamsError(f"amp: bf16, but {torch.cuda.get_device_name(dev)} has no bfloat16; use amp: fp16 or amp: on")
+    if amp == "fp16" or not bf16_ok:
+        return Precision(dev, torch.float16, channels_last)  # float16 trains with a GradScaler
     return Precision(dev, torch.bfloat16, channels_last)
 
 

@@ -101,7 +101,7 @@ class Params:
     ema: EmaParams = EmaParams()
     patience: int = field(default=8, metadata=_range(ge=0))  # epochs without improvement
     monitor: Literal["valid_loss", "valid_accuracy"] = "valid_loss"
-    amp: Literal["auto", "on", "off"] = "auto"  # auto: on with CUDA, off on CPU
+    amp: Literal["auto", "on", "off", "bf16", "fp16"] = "auto"  # auto: on with CUDA, off on CPU
     channels_last: bool = False
     compile: bool = False  # torch.compile the model
     loader: Literal["auto", "tensor", "dataloader"] = "auto"  # see kagglecv.loaders
