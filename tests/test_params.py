@@ -50,6 +50,16 @@ def test_ints_are_accepted_as_floats_but_bools_are_not_numbers(tmp_path):
         load_params(write(tmp_path, "batch_size: yes\n"))
 
 
+@pytest.mark.parametrize(("text", "expected"), [("off", "off"), ("on", "on"), ("false", "off"), ("yes", "on"), ("fp16", "fp16")])
+def test_amp_on_and_off_survive_yaml_booleans(tmp_path, text, expected):
+    assert load_params(write(tmp_path, f"amp: {text}\n")).amp == expected  # YAML 1.1 reads off as false
+
+
+def test_booleans_are_not_taken_for_choices_without_on_and_off(tmp_path):
+    with pytest.raises(ParamsError, match=r"optimizer: False is not allowed"):
+        load_params(write(tmp_path, "optimizer: off\n"))
+
+
 def test_missing_file_says_where_to_run(tmp_path):
     with pytest.raises(ParamsError, match="repository root"):
         load_params(tmp_path / "nope.yaml")

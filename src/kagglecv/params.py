@@ -171,6 +171,8 @@ def _convert(tp: Any, value: Any, key: str, errors: list[str]) -> Any:
         return _build(tp, value, key + ".", errors)
     if origin is Literal:
         allowed = typing.get_args(tp)
+        if isinstance(value, bool) and {"on", "off"} <= set(allowed):
+            return "on" if value else "off"  # YAML 1.1, and so `dvc exp run -S amp=off`, reads on/off as booleans
         if value in allowed:
             return value
         close = difflib.get_close_matches(str(value), [str(a) for a in allowed], n=1)
