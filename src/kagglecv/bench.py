@@ -275,8 +275,13 @@ def write_report(results: dict, results_path: Path = RESULTS, report_path: Path 
 
     device = results["machine"]["device"]
     write_json(results_path if device == "cpu" else results_path.with_name("results-gpu.json"), results)
-    marker = f"<!-- bench:{'cpu' if device == 'cpu' else 'gpu'} -->"
-    section = f"{marker}\n{format_section(results)}{marker}\n"
+    replace_section(report_path, f"bench:{'cpu' if device == 'cpu' else 'gpu'}", format_section(results))
+
+
+def replace_section(report_path: Path, name: str, body: str) -> None:
+    """Put `body` between the two `<!-- name -->` markers of the report, or append it with them."""
+    marker = f"<!-- {name} -->"
+    section = f"{marker}\n{body}{marker}\n"
     text = report_path.read_text() if report_path.exists() else "# Benchmarks\n\n"
     if marker in text:
         head, _, rest = text.partition(marker)
