@@ -40,12 +40,13 @@ def test_dvc_repro_then_exp_run_reruns_only_downstream_stages(project):
 
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "-qm", "baseline")
-    out = sh(project, "dvc", "exp", "run", "-S", "lr=0.01")
+    out = sh(project, "dvc", "exp", "run", "-S", "lr=0.01", "-S", "amp=off")  # DVC writes a bare off: a YAML boolean
     assert "Stage 'download' didn't change, skipping" in out
     assert "Stage 'split' didn't change, skipping" in out
     for stage in ("train", "evaluate", "predict"):
         assert f"Running stage '{stage}'" in out
     diff = json.loads(sh(project, "dvc", "params", "diff", "--json"))
     assert (diff["params.yaml"]["lr"]["old"], diff["params.yaml"]["lr"]["new"]) == (0.003, 0.01)
+    assert diff["params.yaml"]["amp"]["old"] == "auto"
     metrics = json.loads(sh(project, "dvc", "metrics", "diff", "--json"))
     assert "cv.accuracy" in metrics["metrics/cv.json"]

@@ -26,6 +26,7 @@ import yaml
 from kagglecv.artifacts import write_json
 from kagglecv.bench import REPORT, copy_project, machine_description, replace_section
 from kagglecv.engine import select_precision
+from kagglecv.runtime import main_of
 
 SETTINGS: dict[str, dict] = {
     "float32": {"amp": "off"},
@@ -61,8 +62,9 @@ def _epoch_times(root: Path) -> tuple[float, float]:
 
 def run(
     settings: list[str], *, device: str, overrides: dict | None = None, repeats: int = 3, timed_epochs: int = 2,
+    project: Path | None = None,
 ) -> dict:  # fmt: skip
-    """Measure each of `settings` (keys of SETTINGS) on `device`; return the results dictionary."""
+    """Measure each of `settings` (keys of SETTINGS) on `device` in copies of `project` (default: here)."""
     unknown = [s for s in settings if s not in SETTINGS]
     if unknown:
         raise ValueError(f"unknown setting(s) {', '.join(unknown)}; choose from {', '.join(SETTINGS)}")
@@ -72,7 +74,7 @@ def run(
     with tempfile.TemporaryDirectory() as tmp:
         roots = {name: Path(tmp) / name.replace("+", "_") for name in settings}
         for name, root in roots.items():
-            copy_project(Path.cwd(), root, {**(overrides or {}), **SETTINGS[name]})
+            copy_project(project or Path.cwd(), root, {**(overrides or {}), **SETTINGS[name]})
             _stage(root, {**env, "PYTHONPATH": str(root / "src")}, "dvc", "repro", "-q")
             cv, train = _read(root, "cv"), _read(root, "train")
             rows[name] = {
@@ -129,7 +131,7 @@ def write_report(results: dict, results_path: Path = RESULTS, report_path: Path 
     replace_section(report_path, f"bench:precision-{'gpu' if gpu else 'cpu'}", format_section(results))
 
 
-def main() -> None:
+def _main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=["cpu", "cuda"])
     parser.add_argument("--settings", default=None, help=f"comma-separated, from {', '.join(SETTINGS)}")
@@ -146,6 +148,8 @@ def main() -> None:
         write_report(results)
         print(f"wrote {RESULTS.with_name('precision-gpu.json') if args.device == 'cuda' else RESULTS} and {REPORT}")
 
+
+main = main_of(_main, RuntimeError, ValueError)  # a failed stage or an unknown setting: one error line
 
 if __name__ == "__main__":
     main()
