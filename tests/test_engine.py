@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 
 import numpy as np
@@ -64,6 +65,19 @@ def test_channels_last_inputs():
     precision = select_precision("off", "cpu", channels_last=True)
     x = engine.to_input(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.zeros(3), torch.ones(3), precision)
     assert x.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_compiled_model_trains_like_the_plain_one_and_keeps_plain_checkpoint_keys():
+    config = FitConfig(epochs=1, lr=0.05, scheduler="none")
+    plain = _trainer(config)
+    compiled = _trainer(dataclasses.replace(config, compile=True))
+    assert engine.train_one_epoch(compiled, batches(), mean=MEAN, std=STD) == pytest.approx(
+        engine.train_one_epoch(plain, batches(), mean=MEAN, std=STD), rel=1e-5
+    )
+    assert compiled.model._compiled_call_impl is not None  # torch.compile (inductor) ran
+    assert list(compiled.model.state_dict()) == list(plain.model.state_dict()) == ["1.weight", "1.bias"]
+    for a, b in zip(plain.model.parameters(), compiled.model.parameters()):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
 
 
 # --- training steps --------------------------------------------------------------------------
