@@ -65,6 +65,8 @@ def test_the_deterministic_param_turns_on_deterministic_algorithms(tmp_path: Pat
         assert torch.is_deterministic_algorithms_warn_only_enabled()  # an op with no such kernel warns, naming itself
         assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":4096:8"
         assert torch.backends.cudnn.deterministic and not torch.backends.cudnn.benchmark
+        assert not torch.backends.cuda.matmul.allow_tf32 and not torch.backends.cudnn.allow_tf32
         assert hashes(strict) == hashes(reference)  # on the CPU the flag changes no result
     finally:
         use_deterministic_algorithms(False)
+    assert torch.backends.cudnn.benchmark and torch.backends.cuda.matmul.allow_tf32  # off: the fastest GPU kernels
