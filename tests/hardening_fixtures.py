@@ -113,6 +113,23 @@ def copy_project(project: Path, tmp_path: Path) -> Path:
     return copy
 
 
+def trained_project_fixtures() -> tuple[object, object]:
+    """The fixtures `trained` (a project whose whole pipeline ran once, per test module) and `project`
+    (a fresh copy of it per test, so each test breaks its own). Assign both at a test module's top."""
+
+    @pytest.fixture(scope="module")
+    def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+        project = make_project(tmp_path_factory.mktemp("trained"))
+        run_pipeline(project)
+        return project
+
+    @pytest.fixture
+    def project(trained: Path, tmp_path: Path) -> Path:
+        return copy_project(trained, tmp_path)
+
+    return trained, project
+
+
 def run_main(module: object, project: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     """A stage's `main()` in `project`: (exit status, stderr)."""
     capsys.readouterr()

@@ -15,13 +15,12 @@ from kagglecv.data import read_competition, read_folds
 from kagglecv.params import load_params
 from kagglecv.stages import predict, split, train
 from tests.hardening_fixtures import (
-    copy_project,
     inside,
     make_project,
     run_main,
-    run_pipeline,
     run_stage_process,
     snapshot,
+    trained_project_fixtures,
     truncate,
     write_params,
     write_png,
@@ -30,17 +29,7 @@ from tests.hardening_fixtures import (
 REPORT = "data/ingest_report.csv"
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A project whose whole pipeline ran once on a clean competition."""
-    project = make_project(tmp_path_factory.mktemp("trained"))
-    run_pipeline(project)
-    return project
-
-
-@pytest.fixture
-def project(trained: Path, tmp_path: Path) -> Path:
-    return copy_project(trained, tmp_path)
+trained, project = trained_project_fixtures()  # a clean competition's whole pipeline, run once; a copy per test
 
 
 def read_report(project: Path) -> pd.DataFrame:

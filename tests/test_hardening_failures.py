@@ -19,21 +19,17 @@ from kagglecv.artifacts import write_csv
 from kagglecv.runtime import OUT_OF_MEMORY
 from kagglecv.stages import download, predict, train
 from tests.conftest import REPO
-from tests.hardening_fixtures import copy_project, make_project, run_main, run_pipeline, snapshot, write_params
+from tests.hardening_fixtures import (
+    run_main,
+    snapshot,
+    trained_project_fixtures,
+    write_params,
+)
 
 OOM = "CUDA out of memory. Tried to allocate 20.00 GiB (GPU 0; 15.77 GiB total capacity)"
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    project = make_project(tmp_path_factory.mktemp("trained"))
-    run_pipeline(project)
-    return project
-
-
-@pytest.fixture
-def project(trained: Path, tmp_path: Path) -> Path:
-    return copy_project(trained, tmp_path)
+trained, project = trained_project_fixtures()  # a clean competition's whole pipeline, run once; a copy per test
 
 
 @pytest.mark.parametrize(
