@@ -50,7 +50,9 @@ def test_ints_are_accepted_as_floats_but_bools_are_not_numbers(tmp_path):
         load_params(write(tmp_path, "batch_size: yes\n"))
 
 
-@pytest.mark.parametrize(("text", "expected"), [("off", "off"), ("on", "on"), ("false", "off"), ("yes", "on"), ("fp16", "fp16")])
+@pytest.mark.parametrize(
+    ("text", "expected"), [("off", "off"), ("on", "on"), ("false", "off"), ("yes", "on"), ("fp16", "fp16")]
+)
 def test_amp_on_and_off_survive_yaml_booleans(tmp_path, text, expected):
     assert load_params(write(tmp_path, f"amp: {text}\n")).amp == expected  # YAML 1.1 reads off as false
 

@@ -191,13 +191,17 @@ def copy_project(src: Path, dest: Path, overrides: dict) -> None:
             shutil.copytree(src / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "tmp", "cache"))
         elif (src / name).exists():
             shutil.copy(src / name, dest / name)
-    params = yaml.safe_load((dest / "params.yaml").read_text())
-    params.update(overrides)
-    (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    override_params(dest, overrides)
     env = {**os.environ, "GIT_AUTHOR_NAME": "kagglecv", "GIT_AUTHOR_EMAIL": "kagglecv@localhost",
            "GIT_COMMITTER_NAME": "kagglecv", "GIT_COMMITTER_EMAIL": "kagglecv@localhost"}  # fmt: skip
     for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "project"]):
         subprocess.run(cmd, cwd=dest, env=env, check=True, capture_output=True)
+
+
+def override_params(project: Path, overrides: dict) -> None:
+    """Set top-level keys of `project`'s params.yaml."""
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    (project / "params.yaml").write_text(yaml.safe_dump({**params, **overrides}, sort_keys=False))
 
 
 def run(

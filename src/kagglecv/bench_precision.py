@@ -24,7 +24,7 @@ import torch
 import yaml
 
 from kagglecv.artifacts import write_json
-from kagglecv.bench import REPORT, copy_project, machine_description, replace_section
+from kagglecv.bench import REPORT, copy_project, machine_description, override_params, replace_section
 from kagglecv.engine import select_precision
 from kagglecv.runtime import main_of
 
@@ -73,30 +73,30 @@ def run(
     times: dict[str, list[tuple[float, float]]] = {name: [] for name in settings}
     with tempfile.TemporaryDirectory() as tmp:
         roots = {name: Path(tmp) / name.replace("+", "_") for name in settings}
+        envs = {name: {**env, "PYTHONPATH": str(root / "src")} for name, root in roots.items()}
         for name, root in roots.items():
             copy_project(project or Path.cwd(), root, {**(overrides or {}), **SETTINGS[name]})
-            _stage(root, {**env, "PYTHONPATH": str(root / "src")}, "dvc", "repro", "-q")
+            _stage(root, envs[name], "dvc", "repro", "-q")
             cv, train = _read(root, "cv"), _read(root, "train")
             rows[name] = {
                 **SETTINGS[name], "cv_accuracy": cv["accuracy"], "cv_log_loss": cv["log_loss"],
                 "leaderboard": _read(root, "leaderboard"), "train_stage_s": train["seconds"],
                 "epochs_run": sum(f["epochs_run"] for f in train["folds"].values()),
             }  # fmt: skip
-            params = yaml.safe_load((root / "params.yaml").read_text())
-            (root / "params.yaml").write_text(yaml.safe_dump({**params, "epochs": timed_epochs}, sort_keys=False))
+            override_params(root, {"epochs": timed_epochs})
         for r in range(repeats):
             order = settings[r % len(settings) :] + settings[: r % len(settings)]
             for name in order:
-                root = roots[name]
-                _stage(root, {**env, "PYTHONPATH": str(root / "src")}, sys.executable, "-m", "kagglecv.stages.train")
-                times[name].append(_epoch_times(root))
+                _stage(roots[name], envs[name], sys.executable, "-m", "kagglecv.stages.train")
+                times[name].append(_epoch_times(roots[name]))
     base = times.get("float32")
     for name in settings:
         seconds = [s for s, _ in times[name]]
         rows[name]["epoch_s"] = round(statistics.median(seconds), 3)
         rows[name]["images_per_s"] = round(statistics.median(ips for _, ips in times[name]), 1)
         # Side by side: each repetition's float32 time over this setting's, then the median.
-        rows[name]["speed_vs_float32"] = round(statistics.median(b / s for (b, _), s in zip(base, seconds)), 2) if base else None
+        speed = statistics.median(b / s for (b, _), s in zip(base, seconds)) if base else None
+        rows[name]["speed_vs_float32"] = None if speed is None else round(speed, 2)
     precision = select_precision("off", device)
     return {
         "settings": rows,
@@ -107,13 +107,14 @@ def run(
 
 def format_section(r: dict) -> str:
     m, w = r["machine"], r["workload"]
+    overrides = ", ".join(f"{k}={v}" for k, v in w.items() if k not in ("repeats", "timed_epochs"))
     lines = [
         f"## Precision on {m['device']} ({m['cpu']}, {m['cores']} cores), {m['date']}\n",
-        f"torch {m['torch']}; the default competition and params.yaml"
-        + (f" with {', '.join(f'{k}={v}' for k, v in w.items() if k not in ('repeats', 'timed_epochs'))}" if len(w) > 2 else "")
+        f"torch {m['torch']}; the default competition and params.yaml" + (f" with {overrides}" if overrides else "")
         + f"; accuracy from one full `dvc repro` per setting, time per training epoch the median of {w['repeats']}"
         f" interleaved train-stage runs of {w['timed_epochs']} epochs per fold.\n",
-        "| setting | epoch (s) | images/s | speed vs float32 | cv.accuracy | cv.log_loss | leaderboard | full train stage (s) |",
+        "| setting | epoch (s) | images/s | speed vs float32 | cv.accuracy | cv.log_loss | leaderboard "
+        "| full train stage (s) |",
         "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for name, row in r["settings"].items():
@@ -125,10 +126,13 @@ def format_section(r: dict) -> str:
     return "\n".join(lines) + "\n\n"
 
 
-def write_report(results: dict, results_path: Path = RESULTS, report_path: Path = REPORT) -> None:
+def write_report(results: dict, results_path: Path = RESULTS, report_path: Path = REPORT) -> Path:
+    """Write the JSON (`precision-gpu.json` on a GPU) and this device's report section; return the JSON's path."""
     gpu = results["machine"]["device"] != "cpu"
-    write_json(results_path.with_name("precision-gpu.json") if gpu else results_path, results)
+    path = results_path.with_name("precision-gpu.json") if gpu else results_path
+    write_json(path, results)
     replace_section(report_path, f"bench:precision-{'gpu' if gpu else 'cpu'}", format_section(results))
+    return path
 
 
 def _main() -> None:
@@ -142,11 +146,11 @@ def _main() -> None:
     args = parser.parse_args()
     settings = args.settings.split(",") if args.settings else DEFAULT_SETTINGS[args.device]
     overrides = {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in args.set)}
-    results = run(settings, device=args.device, overrides=overrides, repeats=args.repeats, timed_epochs=args.timed_epochs)
+    results = run(settings, device=args.device, overrides=overrides, repeats=args.repeats,
+                  timed_epochs=args.timed_epochs)  # fmt: skip
     print(format_section(results))
     if not args.no_write:
-        write_report(results)
-        print(f"wrote {RESULTS.with_name('precision-gpu.json') if args.device == 'cuda' else RESULTS} and {REPORT}")
+        print(f"wrote {write_report(results)} and {REPORT}")
 
 
 main = main_of(_main, RuntimeError, ValueError)  # a failed stage or an unknown setting: one error line
