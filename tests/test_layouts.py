@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kagglecv.data import TRAIN_ONLY_FOLD, FileImages, read_competition, read_folds
+from kagglecv.data import TRAIN_ONLY_FOLD, read_competition, read_folds
+from kagglecv.images import FileImages
 from kagglecv.params import DataParams
 from tests.conftest import run_pipeline, tiny_params
 

@@ -12,8 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import math
+
 import torch
 import torch.nn.functional as F
+from torchvision.ops import roi_align
 
 BatchOp = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -53,6 +56,102 @@ def translate(dx: tuple[int, int], dy: tuple[int, int], p: float) -> BatchOp:
     return op
 
 
+def random_resized_crop(size: tuple[int, int], scale: tuple[float, float], ratio: tuple[float, float]) -> BatchOp:
+    """albumentations' RandomResizedCrop for a whole batch: each image's crop box drawn as albumentations
+    draws it (10 tries of area and log-ratio, else a centre crop), then every box resampled to `size` at
+    once with `roi_align` (bilinear, several samples per output pixel when shrinking, so no aliasing)."""
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+
+    def op(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        b, _, height, width = x.shape
+        area = height * width
+        target = area * (scale[0] + (scale[1] - scale[0]) * torch.rand(b, 10, generator=generator, dtype=torch.float64))
+        aspect = torch.exp(log_ratio[0] + (log_ratio[1] - log_ratio[0]) * torch.rand(b, 10, generator=generator, dtype=torch.float64))
+        w, h = torch.round(torch.sqrt(target * aspect)), torch.round(torch.sqrt(target / aspect))
+        fits = (w > 0) & (w <= width) & (h > 0) & (h <= height)
+        first = fits.to(torch.int8).argmax(1)  # the first try that fits, as albumentations takes it
+        found = fits.any(1)
+        w, h = w.gather(1, first[:, None])[:, 0], h.gather(1, first[:, None])[:, 0]
+        fw, fh = _centre_crop_size(height, width, ratio)
+        w, h = torch.where(found, w, torch.tensor(float(fw), dtype=w.dtype)), torch.where(found, h, torch.tensor(float(fh), dtype=h.dtype))
+        start = torch.rand(b, 2, generator=generator, dtype=torch.float64)
+        y0 = torch.where(found, torch.floor((height - h + 1) * start[:, 0]), torch.floor((height - h) / 2))
+        x0 = torch.where(found, torch.floor((width - w + 1) * start[:, 1]), torch.floor((width - w) / 2))
+        boxes = torch.stack([torch.arange(b, dtype=torch.float64), x0, y0, x0 + w, y0 + h], 1)
+        out = roi_align(x.float(), boxes.float().to(x.device), output_size=size, spatial_scale=1.0, sampling_ratio=-1,
+                        aligned=True)  # fmt: skip
+        return out.round_().clamp_(0, 255).to(torch.uint8)
+
+    return op
+
+
+def _centre_crop_size(height: int, width: int, ratio: tuple[float, float]) -> tuple[int, int]:
+    """albumentations' fallback crop (width, height): the whole image, narrowed to the nearest allowed ratio."""
+    in_ratio = width / height
+    if in_ratio < ratio[0]:
+        return width, round(width / ratio[0])
+    if in_ratio > ratio[1]:
+        return round(height * ratio[1]), height
+    return width, height
+
+
+def brightness_contrast(brightness: tuple[float, float], contrast: tuple[float, float], p: float) -> BatchOp:
+    """albumentations' RandomBrightnessContrast (brightness relative to 255) for a whole uint8 batch:
+    each image becomes clip(x * alpha + beta * 255), truncated to uint8 as albumentations' lookup table is."""
+
+    def op(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        b = len(x)
+        mask = _apply_mask(p, b, generator)
+        alpha = 1.0 + contrast[0] + (contrast[1] - contrast[0]) * torch.rand(b, generator=generator)
+        beta = brightness[0] + (brightness[1] - brightness[0]) * torch.rand(b, generator=generator)
+        alpha, beta = torch.where(mask, alpha, 1.0), torch.where(mask, beta, 0.0)
+        out = x.float() * alpha.to(x.device).view(-1, 1, 1, 1) + (beta * 255).to(x.device).view(-1, 1, 1, 1)
+        return out.clamp_(0, 255).to(torch.uint8)
+
+    return op
+
+
+def resize_batch(x: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 (B, C, H, W) to (B, C, size, size): bilinear, antialiased when shrinking."""
+    if x.shape[-2:] == (size, size):
+        return x
+    out = F.interpolate(x.float(), size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    return out.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def _pair(value: Any, default: tuple[float, float], symmetric: bool = False) -> tuple[float, float] | None:
+    if value is None:
+        return default
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return (-float(value), float(value)) if symmetric else (float(value), float(value))
+    if isinstance(value, (list, tuple)) and len(value) == 2 and all(isinstance(v, (int, float)) for v in value):
+        return (float(value[0]), float(value[1]))
+    return None
+
+
+def _random_resized_crop(args: dict[str, Any]) -> BatchOp | None:
+    """RandomResizedCrop with its default interpolation and p (the crop geometry is what matters)."""
+    if set(args) - {"size", "scale", "ratio"}:
+        return None
+    size = args.get("size")
+    if not (isinstance(size, (list, tuple)) and len(size) == 2 and all(isinstance(v, int) for v in size)):
+        return None
+    scale, ratio = _pair(args.get("scale"), (0.08, 1.0)), _pair(args.get("ratio"), (0.75, 4 / 3))
+    if scale is None or ratio is None:
+        return None
+    return random_resized_crop((int(size[0]), int(size[1])), scale, ratio)
+
+
+def _brightness_contrast(args: dict[str, Any]) -> BatchOp | None:
+    if set(args) - {"brightness_limit", "contrast_limit", "p"}:
+        return None
+    brightness = _pair(args.get("brightness_limit"), (-0.2, 0.2), symmetric=True)
+    contrast = _pair(args.get("contrast_limit"), (-0.2, 0.2), symmetric=True)
+    if brightness is None or contrast is None:
+        return None
+    return brightness_contrast(brightness, contrast, float(args.get("p", 0.5)))
+
+
 def _range(value: Any) -> tuple[int, int] | None:
     if isinstance(value, int) and not isinstance(value, bool):
         return (-abs(value), abs(value))
@@ -83,6 +182,8 @@ _BUILDERS: dict[str, Callable[[dict[str, Any]], BatchOp | None]] = {
     "HorizontalFlip": lambda a: flip(3, float(a.get("p", 0.5))) if set(a) <= {"p"} else None,
     "VerticalFlip": lambda a: flip(2, float(a.get("p", 0.5))) if set(a) <= {"p"} else None,
     "Affine": _affine,
+    "RandomResizedCrop": _random_resized_crop,
+    "RandomBrightnessContrast": _brightness_contrast,
 }
 
 

@@ -18,17 +18,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import json
 import os
-import platform
 import re
-import resource
 import shutil
 import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 
@@ -36,89 +34,33 @@ import numpy as np
 import torch
 import yaml
 
-from kagglecv.engine import (
-    Precision,
-    Trainer,
-    build_trainer,
-    predict_probs,
-    select_precision,
-    to_input,
-    train_one_epoch,
+from kagglecv import bench_photo
+from kagglecv.bench_timing import (
+    REPORT,
+    interleave,
+    replace_section,
+    fresh_trainer,
+    machine_description,
+    peak_rss_mb,
+    sync,
+    time_compute_limit,
+    time_stage_path,
 )
-from kagglecv.folds import fit_config
-from kagglecv.loaders import eval_batches, train_batches
-from kagglecv.models import build_model
+from kagglecv.engine import Trainer, predict_probs, select_precision
+from kagglecv.loaders import eval_batches
 from kagglecv.params import Params, load_params
 from kagglecv.transforms import resolve_augment
 
 RESULTS = Path("benchmarks/results.json")
-REPORT = Path("BENCHMARKS.md")
 PROJECT_FILES = ("src", ".dvc", "dvc.yaml", ".dvcignore", ".gitignore", "params.yaml")
-
-
-def make_workload(n: int, size: int = 28, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (n, size, size, 1), dtype=np.uint8), rng.integers(0, 10, n)
 
 
 MEAN, STD = torch.tensor([0.5]), torch.tensor([0.25])
 
 
-def _fresh(params: Params, precision: Precision, steps_per_epoch: int) -> Trainer:
-    """A model with the optimiser, schedule and loss the train stage would give it."""
-    model = build_model(name=params.model, num_classes=10, in_chans=1, img_size=params.img_size)
-    return build_trainer(model, config=fit_config(params), precision=precision, steps_per_epoch=steps_per_epoch,
-                         num_classes=10)  # fmt: skip
-
-
-class _First:
-    """The first `steps` batches of an epoch (a steady-state slice of it)."""
-
-    def __init__(self, batches, steps: int) -> None:
-        self.batches, self.steps = batches, min(steps, len(batches))
-
-    def __len__(self) -> int:
-        return self.steps
-
-    def __iter__(self):
-        return islice(iter(self.batches), self.steps)
-
-
-def _sync(precision: Precision) -> None:
-    if precision.device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def time_stage_path(params, precision, images, labels, steps: int, epoch: int, trainer: Trainer) -> float:
-    """Images/s of the train stage's data path and engine loop over `steps` batches of one epoch."""
-    spec = resolve_augment(params.augment, params.img_size)
-    make = train_batches(images, labels, spec, batch_size=params.batch_size, seed=params.seed,
-                         fold=0, loader=params.loader, device=precision.device)  # fmt: skip
-    batches = _First(make(epoch), steps)
-    _sync(precision)
-    start = time.perf_counter()
-    _, _, seen = train_one_epoch(trainer, batches, mean=MEAN, std=STD)
-    _sync(precision)
-    return seen / (time.perf_counter() - start)
-
-
-def time_compute_limit(params, precision, images, steps: int, trainer: Trainer) -> float:
-    """Images/s of forward + backward + step on one normalised batch already on the device."""
-    model, optimizer, loss_fn = trainer.model, trainer.optimizer, trainer.loss_fn
-    model.train()
-    x = to_input(torch.from_numpy(images[: params.batch_size].transpose(0, 3, 1, 2).copy()), MEAN, STD, precision)
-    y = torch.randint(0, 10, (len(x),), device=precision.device)
-    _sync(precision)
-    start = time.perf_counter()
-    for _ in range(steps):
-        with torch.autocast(precision.device.type, dtype=precision.amp_dtype, enabled=precision.amp_dtype is not None):
-            loss = loss_fn(model(x), y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-    loss.item()
-    _sync(precision)
-    return steps * len(x) / (time.perf_counter() - start)
+def make_workload(n: int, size: int = 28, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, size, size, 1), dtype=np.uint8), rng.integers(0, 10, n)
 
 
 class _NaiveDataset(torch.utils.data.Dataset):
@@ -144,12 +86,13 @@ class _NaiveDataset(torch.utils.data.Dataset):
 
 
 def time_naive(params, precision, images, labels, steps: int, trainer: Trainer, max_shift: int) -> float:
+    """Images/s of the tutorials' recipe: PIL images through torchvision transforms in a DataLoader."""
     model, optimizer, loss_fn = trainer.model, trainer.optimizer, trainer.loss_fn
     model.train()
     loader = torch.utils.data.DataLoader(_NaiveDataset(images, labels, max_shift), batch_size=params.batch_size,
                                          shuffle=True, num_workers=params.num_workers)  # fmt: skip
     seen = 0
-    _sync(precision)
+    sync(precision)
     start = time.perf_counter()
     for x, y in islice(loader, steps):
         x, y = x.to(precision.device), y.to(precision.device)
@@ -159,7 +102,7 @@ def time_naive(params, precision, images, labels, steps: int, trainer: Trainer, 
         loss.backward()
         optimizer.step()
         seen += len(y)
-    _sync(precision)
+    sync(precision)
     return seen / (time.perf_counter() - start)
 
 
@@ -213,33 +156,29 @@ def run(
     `repro=False` leaves out `noop_repro_s` (None), which needs a first real `dvc repro`.
     """
     torch.manual_seed(params.seed)
-    params = dataclasses.replace(params, img_size=28)  # the MNIST shape
+    params = dataclasses.replace(params, img_size=28, cache_size=28)  # the MNIST shape
     precision = select_precision(params.amp, device)
     images, labels = make_workload(n_images)
     shift = max_shift_of(resolve_augment(params.augment, params.img_size))
-    trainer, naive_trainer = (_fresh(params, precision, n_images // params.batch_size) for _ in range(2))
-    measure = {
-        "train": lambda r: time_stage_path(params, precision, images, labels, steps, r + 1, trainer),
-        "limit": lambda r: time_compute_limit(params, precision, images, steps, trainer),  # the same model
+    trainer, naive_trainer = (
+        fresh_trainer(params, precision, steps_per_epoch=n_images // params.batch_size, num_classes=10, in_chans=1)
+        for _ in range(2)
+    )  # fmt: skip
+    timed = dict(steps=steps, trainer=trainer, mean=MEAN, std=STD)
+    runs = interleave({
+        "train": lambda r: time_stage_path(params, precision, images, labels, epoch=r + 1, **timed),
+        "limit": lambda r: time_compute_limit(params, precision, images, labels, **timed),  # the same model
         "naive": lambda r: time_naive(params, precision, images, labels, steps, naive_trainer, shift),
-    }
-    for name in measure:  # warm-up: allocations, kernel selection
-        measure[name](-1)
-    runs: dict[str, list[float]] = {name: [] for name in measure}
-    order = list(measure)
-    for r in range(repeats):  # interleaved, order rotated, so load on a shared machine hits all three alike
-        for name in order[r % 3 :] + order[: r % 3]:
-            runs[name].append(measure[name](r))
+    }, repeats)  # fmt: skip
     fast, limit, naive = runs["train"], runs["limit"], runs["naive"]
     test = images[:10_000]
     predict = []
     for _ in range(repeats):
-        _sync(precision)
+        sync(precision)
         start = time.perf_counter()
         predict_probs(trainer.eval_model, eval_batches(test, batch_size=512, device=precision.device),
                       precision=precision, mean=MEAN, std=STD)  # fmt: skip
         predict.append(len(test) / (time.perf_counter() - start))
-    peak_rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     train_ips, limit_ips, naive_ips = (statistics.median(v) for v in (fast, limit, naive))
     # Ratios: the median of each repetition's own ratio, its two sides measured back to back.
     efficiency = statistics.median(a / b for a, b in zip(fast, limit))
@@ -251,7 +190,7 @@ def run(
         "naive_images_per_s": round(naive_ips, 1),
         "speedup_vs_naive": round(speedup, 2),
         "predict_images_per_s": round(statistics.median(predict), 1),
-        "peak_rss_mb": round(peak_rss_mb, 1),
+        "peak_rss_mb": round(peak_rss_mb(), 1),
         "noop_repro_s": round(time_noop_repro(repeats), 2) if repro else None,
         "workload": {"images": n_images, "shape": [28, 28, 1], "classes": 10, "model": params.model,
                      "batch_size": params.batch_size, "augment": resolve_augment(params.augment, params.img_size), "loader": params.loader,
@@ -261,18 +200,6 @@ def run(
     }
 
 
-def machine_description(precision: Precision) -> dict:
-    cpu = platform.processor() or platform.machine()
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.exists():
-        names = re.findall(r"model name\s*:\s*(.+)", cpuinfo.read_text())
-        cpu = names[0].strip() if names else cpu
-    device = torch.cuda.get_device_name(precision.device) if precision.device.type == "cuda" else "cpu"
-    return {"device": device, "cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "python": platform.python_version(),
-            "date": datetime.date.today().isoformat()}  # fmt: skip
-
-
 def write_report(results: dict, results_path: Path = RESULTS, report_path: Path = REPORT) -> None:
     """Write the JSON and replace this device's section of BENCHMARKS.md (other sections stay)."""
     from kagglecv.artifacts import write_json
@@ -280,20 +207,6 @@ def write_report(results: dict, results_path: Path = RESULTS, report_path: Path 
     device = results["machine"]["device"]
     write_json(results_path if device == "cpu" else results_path.with_name("results-gpu.json"), results)
     replace_section(report_path, f"bench:{'cpu' if device == 'cpu' else 'gpu'}", format_section(results))
-
-
-def replace_section(report_path: Path, name: str, body: str) -> None:
-    """Put `body` between the two `<!-- name -->` markers of the report, or append it with them."""
-    marker = f"<!-- {name} -->"
-    section = f"{marker}\n{body}{marker}\n"
-    text = report_path.read_text() if report_path.exists() else "# Benchmarks\n\n"
-    if marker in text:
-        head, _, rest = text.partition(marker)
-        _, _, tail = rest.partition(marker + "\n")
-        text = head + section + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    report_path.write_text(text)
 
 
 def format_section(r: dict) -> str:
@@ -312,20 +225,31 @@ def format_section(r: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=60_000)
-    parser.add_argument("--repeats", type=int, default=12)
-    parser.add_argument("--steps", type=int, default=60, help="training steps per repetition")
+    parser.add_argument("--workload", choices=("mnist", "photo"), default="mnist",
+                        help="mnist: 28x28 grey arrays; photo: JPEG photos decoded through the cache")  # fmt: skip
+    parser.add_argument("--images", type=int, default=None, help="default: 60,000 (mnist), 3,000 (photo)")
+    parser.add_argument("--repeats", type=int, default=None, help="default: 12 (mnist), 5 (photo)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps per repetition; default 60 (mnist), 8 (photo)")
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when present)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
-    results = run(load_params(), n_images=args.images, repeats=args.repeats, steps=args.steps, device=args.device)
+    if args.workload == "photo":
+        results = bench_photo.run(load_params(), n_images=args.images or 3_000, repeats=args.repeats or 5,
+                                  steps=args.steps or 8, device=args.device)  # fmt: skip
+    else:
+        results = run(load_params(), n_images=args.images or 60_000, repeats=args.repeats or 12, steps=args.steps or 60,
+                      device=args.device)  # fmt: skip
     width = max(map(len, results))
     for key, value in results.items():
         if not isinstance(value, dict):
             print(f"{key:<{width}}  {value}")
     if not args.no_write:
-        write_report(results)
-        print(f"wrote {RESULTS} and {REPORT}")
+        if args.workload == "photo":
+            path = bench_photo.write_report(results)
+            print(f"wrote {path} and {REPORT}")
+        else:
+            write_report(results)
+            print(f"wrote {RESULTS} and {REPORT}")
 
 
 if __name__ == "__main__":

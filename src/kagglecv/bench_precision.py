@@ -24,7 +24,8 @@ import torch
 import yaml
 
 from kagglecv.artifacts import write_json
-from kagglecv.bench import REPORT, copy_project, machine_description, override_params, replace_section
+from kagglecv.bench import copy_project, override_params
+from kagglecv.bench_timing import REPORT, machine_description, replace_section
 from kagglecv.engine import select_precision
 from kagglecv.runtime import main_of
 

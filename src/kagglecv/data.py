@@ -3,22 +3,18 @@
 `read_competition(root)` returns a `Competition`: training ids and labels (as the files spell
 them), test ids in the sample submission's order, where the sample submission (and, for closed
 competitions, the solution) lives, and the images of both parts as `ImageSource`s that load
-into uint8 arrays (N, img_size, img_size, C). Stages see only this description, so a new layout
+into uint8 arrays (N, img_size, img_size, C) (`kagglecv.images`). Stages see only this description, so a new layout
 plugs in (in `layouts.py`) without touching them.
 """
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import cv2
 import numpy as np
 import pandas as pd
-
-from kagglecv.artifacts import atomic_path
 
 RAW_DIR = Path("data/raw")
 FOLDS_FILE = Path("data/folds.csv")
@@ -41,6 +37,10 @@ class ImageSource(Protocol):
 
     def select(self, indices: list[int]) -> ImageSource:
         """The images at `indices`, in that order."""
+        ...
+
+    def sizes(self) -> np.ndarray:
+        """(N, 2) int: each image's (height, width) as stored."""
         ...
 
 
@@ -84,116 +84,6 @@ def sort_labels(labels: set[str] | list[str]) -> list[str]:
         return sorted(labels, key=float)
     except ValueError:
         return sorted(labels)
-
-
-@dataclass(frozen=True)
-class ArrayImages:
-    """Images already decoded: uint8 (N, H, W, C)."""
-
-    array: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.array)
-
-    def load(self, *, img_size: int, channels: int = 0) -> np.ndarray:
-        return resize_images(convert_channels(self.array, channels), img_size)
-
-    def select(self, indices: list[int]) -> ArrayImages:
-        return ArrayImages(self.array[np.asarray(indices, dtype=np.int64)])
-
-
-@dataclass(frozen=True)
-class FileImages:
-    """Image files (PNG, JPEG, WebP, BMP; grey, colour or with alpha; any size), decoded and resized
-    once per (img_size, channels): kept in memory and, with `cache_dir`, as an .npy keyed by the
-    files' paths, sizes and modification times."""
-
-    paths: tuple[Path, ...]
-    cache_dir: Path | None = None
-    _loaded: dict[tuple[int, int], np.ndarray] = field(default_factory=dict, compare=False, repr=False)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def select(self, indices: list[int]) -> FileImages:
-        return FileImages(tuple(self.paths[i] for i in indices), self.cache_dir)
-
-    def load(self, *, img_size: int, channels: int = 0) -> np.ndarray:
-        key = (img_size, channels)
-        if key not in self._loaded:
-            self._loaded[key] = self._load_cached(img_size, channels)
-        return self._loaded[key]
-
-    def _load_cached(self, img_size: int, channels: int) -> np.ndarray:
-        if self.cache_dir is None:
-            return decode_images(self.paths, img_size=img_size, channels=channels)
-        digest = hashlib.sha1(f"{img_size} {channels}".encode())
-        for path in self.paths:
-            stat = path.stat()
-            digest.update(f"\n{path.resolve()} {stat.st_size} {stat.st_mtime_ns}".encode())
-        cached = self.cache_dir / f"images-{digest.hexdigest()[:16]}.npy"
-        if cached.exists():
-            return np.load(cached)
-        images = decode_images(self.paths, img_size=img_size, channels=channels)
-        with atomic_path(cached) as tmp, open(tmp, "wb") as f:
-            np.save(f, images)
-        return images
-
-
-def decode_image(path: Path) -> np.ndarray:
-    """One image file as uint8 (H, W, C), C = 1 (grey) or 3 (RGB; alpha dropped)."""
-    image = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_UNCHANGED)
-    if image is None:
-        raise CompetitionError(f"{path}: not a readable image (PNG, JPEG, WebP or BMP); replace or remove it")
-    if image.dtype == np.uint16:  # 16-bit PNG
-        image = (image >> 8).astype(np.uint8)
-    elif image.dtype != np.uint8:
-        raise CompetitionError(f"{path}: {image.dtype} pixels are not supported; save it as 8-bit")
-    if image.ndim == 2:
-        return image[..., None]
-    if image.shape[2] == 1:
-        return image
-    code = cv2.COLOR_BGRA2RGB if image.shape[2] == 4 else cv2.COLOR_BGR2RGB
-    return cv2.cvtColor(image, code)
-
-
-def decode_images(paths: tuple[Path, ...] | list[Path], *, img_size: int, channels: int = 0) -> np.ndarray:
-    """uint8 (N, img_size, img_size, C); `channels` 0: 3 if any image is in colour, else 1."""
-    resized = [resize_images(decode_image(p)[None], img_size) for p in paths]  # each (1, S, S, C)
-    if channels == 0:
-        channels = max((r.shape[-1] for r in resized), default=1)
-    out = np.empty((len(resized), img_size, img_size, channels), np.uint8)
-    for i, image in enumerate(resized):
-        out[i] = convert_channels(image, channels)[0]
-    return out
-
-
-def convert_channels(images: np.ndarray, channels: int) -> np.ndarray:
-    """(N, H, W, C) uint8 to `channels` channels (0: unchanged); grey <-> RGB by replication or luma."""
-    have = images.shape[-1]
-    if channels in (0, have):
-        return images
-    if have == 1:
-        return np.repeat(images, channels, axis=-1)
-    if channels == 1:
-        luma = images[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-        return np.clip(np.rint(luma), 0, 255).astype(np.uint8)[..., None]
-    if have == 4 and channels == 3:
-        return images[..., :3]
-    raise CompetitionError(f"data.channels: cannot turn {have}-channel images into {channels}")
-
-
-def resize_images(images: np.ndarray, img_size: int) -> np.ndarray:
-    """Resize (N, H, W, C) uint8 to (N, img_size, img_size, C): area when shrinking, bilinear when growing."""
-    n, h, w, c = images.shape
-    if (h, w) == (img_size, img_size):
-        return images
-    interpolation = cv2.INTER_AREA if img_size < min(h, w) else cv2.INTER_LINEAR
-    out = np.empty((n, img_size, img_size, c), np.uint8)
-    for i in range(n):
-        resized = cv2.resize(images[i], (img_size, img_size), interpolation=interpolation)
-        out[i] = resized.reshape(img_size, img_size, c)
-    return out
 
 
 def find_sample_submission(root: Path, test_keys: set[str] | None = None) -> Path:

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from kagglecv.losses import build_loss, build_mixup
 from kagglecv.optim import LrSchedule, build_ema, build_optimizer
@@ -174,7 +172,7 @@ def train_one_epoch(trainer: Trainer, batches: Batches, *, mean: torch.Tensor, s
     device = precision.device
     stats = torch.zeros(3, device=device, dtype=torch.float64)  # loss sum, correct, seen
     n_batches = len(batches)
-    for i, (images, labels) in enumerate(tqdm(batches, leave=False, disable=not sys.stderr.isatty(), desc="train")):
+    for i, (images, labels) in enumerate(batches):
         x = to_input(images, mean, std, precision)
         y = labels.to(device, non_blocking=True)
         target = y

@@ -21,6 +21,7 @@ from kagglecv.loaders import eval_batches, train_batches
 from kagglecv.losses import inverse_frequency
 from kagglecv.models import build_model
 from kagglecv.params import Params
+from kagglecv.progress import Tracked
 from kagglecv.resume import ResumeStore
 from kagglecv.runtime import seed_everything
 from kagglecv.transforms import resolve_augment
@@ -31,10 +32,10 @@ log = logging.getLogger("kagglecv.train")
 
 @dataclass(frozen=True)
 class FoldData:
-    images: np.ndarray  # uint8 (N, H, W, C), what training augments
-    eval_images: np.ndarray  # the same after the deterministic `augment_test` pipeline
+    images: np.ndarray  # uint8 (N, S, S, C) at the cache side S, usually memory-mapped: never copied whole
     labels: np.ndarray  # int (N,)
     fold_of: np.ndarray  # int (N,): each image's validation fold
+    train_images: np.ndarray | torch.Tensor | None = None  # what the tensor path gathers from (None: `images`)
 
 
 @dataclass(frozen=True)
@@ -73,12 +74,13 @@ def train_fold(
             on_epoch(EpochLog(**entry), replayed=True)
         return saved
     seed_everything(params.seed + fold)
-    valid = data.fold_of == fold
+    train_rows, valid_rows = np.flatnonzero(data.fold_of != fold), np.flatnonzero(data.fold_of == fold)
     num_classes = int(data.labels.max()) + 1
     model = build_model(name=params.model, num_classes=num_classes, in_chans=data.images.shape[-1],
                         img_size=params.img_size, pretrained=params.pretrained)  # fmt: skip
-    batches = _train_batches(params, data.images[~valid], data.labels[~valid], fold, num_classes, setup.precision.device)
-    weights = inverse_frequency(data.labels[~valid], num_classes) if params.class_balance == "weights" else None
+    epoch_batches = _train_batches(params, data, train_rows, fold, num_classes, setup.precision.device)
+    batches = lambda epoch: Tracked(epoch_batches(epoch), f"fold {fold} epoch {epoch + 1}", log=log)  # noqa: E731
+    weights = inverse_frequency(data.labels[train_rows], num_classes) if params.class_balance == "weights" else None
     config = fit_config(params)
     trainer = build_trainer(model, config=config, precision=setup.precision, steps_per_epoch=len(batches(0)),
                             num_classes=num_classes, class_weights=None if weights is None else torch.from_numpy(weights))  # fmt: skip
@@ -96,9 +98,10 @@ def train_fold(
             raise KeyboardInterrupt(f"stopped after fold {fold} epoch {entry.epoch + 1} as asked")
 
     mean, std = torch.tensor(setup.mean), torch.tensor(setup.std)
-    held_out = eval_batches(data.eval_images[valid], batch_size=params.batch_size, device=setup.precision.device)
-    valid_batches = lambda: held_out  # noqa: E731
-    result = fit(trainer, batches, valid_batches, data.labels[valid], config=config, mean=mean, std=std,
+    held_out = eval_batches(data.images, rows=valid_rows, batch_size=params.batch_size, transform=setup.test_transform,
+                            size=params.img_size, device=setup.precision.device)  # fmt: skip
+    valid_batches = lambda: Tracked(held_out, f"fold {fold} validation", log=log)  # noqa: E731
+    result = fit(trainer, batches, valid_batches, data.labels[valid_rows], config=config, mean=mean, std=std,
                  resume=saved, on_epoch=epoch_done)  # fmt: skip
     oof = result.best_probs
     if setup.views != [IDENTITY]:
@@ -113,26 +116,29 @@ def train_fold(
 
 
 def _train_batches(
-    params: Params, images: np.ndarray, labels: np.ndarray, fold: int, num_classes: int, device: torch.device
+    params: Params, data: FoldData, rows: np.ndarray, fold: int, num_classes: int, device: torch.device
 ) -> Callable:
-    """`epoch -> batches` of the fold's training part: all of it in a shuffled order, or each epoch's
+    """`epoch -> batches` of the fold's training `rows`: all of them in a shuffled order, or each epoch's
     class-balanced draw (`class_balance: sampler`) and/or this process's share (`devices` > 1)."""
     spec = resolve_augment(params.augment, params.img_size)
     world, rank = distributed.world_size(), distributed.rank()
     if params.batch_size % world:
         raise distributed.DevicesError(f"batch_size: {params.batch_size} must divide evenly among devices={world}")
+    images = data.train_images if data.train_images is not None else data.images
+    labels = data.labels[rows]
 
-    def make(x: np.ndarray, y: np.ndarray, seed: int) -> Callable:
-        return train_batches(x, y, spec, batch_size=params.batch_size // world, seed=seed, fold=fold,
-                             num_workers=params.num_workers, loader=params.loader, device=device)  # fmt: skip
+    def make(subset: np.ndarray, seed: int) -> Callable:
+        return train_batches(images, labels[subset], spec, rows=rows[subset], batch_size=params.batch_size // world,
+                             seed=seed, fold=fold, size=params.img_size, num_workers=params.num_workers,
+                             loader=params.loader, device=device)  # fmt: skip
 
     weights = inverse_frequency(labels, num_classes)[labels] if params.class_balance == "sampler" else None
     if weights is None and world == 1:
-        return make(images, labels, params.seed)
+        return make(np.arange(len(rows)), params.seed)
 
     def for_epoch(epoch: int) -> Iterable:
         subset = epoch_subset(len(labels), seed=params.seed, fold=fold, epoch=epoch, weights=weights, rank=rank, world=world)
-        return make(images[subset], labels[subset], params.seed + 7919 * rank)(epoch)  # each process its own augmentations
+        return make(subset, params.seed + 7919 * rank)(epoch)  # each process its own augmentations
 
     return for_epoch
 

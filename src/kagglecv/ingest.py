@@ -20,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 import os
 from collections.abc import Sequence
@@ -30,7 +31,11 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from kagglecv.artifacts import write_json
-from kagglecv.data import Competition, CompetitionError, FileImages, ImageSource, IngestProblem
+from kagglecv.data import Competition, CompetitionError, ImageSource, IngestProblem
+from kagglecv.images import FileImages
+from kagglecv.progress import Progress
+
+log = logging.getLogger("kagglecv.ingest")
 
 SHOWN = 3  # problems quoted in an error message; the report lists them all
 
@@ -66,8 +71,14 @@ def find_bad_images(paths: Sequence[Path], cache_dir: Path | None) -> dict[int, 
     cached = cache_dir / f"checked-{digest.hexdigest()[:16]}.json" if cache_dir else None
     if cached is not None and cached.exists():
         return {int(i): reason for i, reason in json.loads(cached.read_text()).items()}
-    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:  # Pillow decodes without the GIL
-        verdicts = list(pool.map(check_image, paths))
+    verdicts = []
+    with (
+        ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool,  # Pillow decodes without the GIL
+        Progress(len(paths), f"checking {len(paths)} images", unit="img", log=log) as progress,
+    ):
+        for verdict in pool.map(check_image, paths):
+            verdicts.append(verdict)
+            progress.update()
     bad = {i: reason for i, reason in enumerate(verdicts) if reason is not None}
     if cached is not None:
         write_json(cached, {str(i): reason for i, reason in bad.items()})

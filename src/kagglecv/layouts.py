@@ -25,13 +25,12 @@ import pandas as pd
 from kagglecv.data import (
     CACHE_DIR_NAME,
     IMAGE_SUFFIXES,
-    ArrayImages,
     Competition,
     CompetitionError,
-    FileImages,
     find_sample_submission,
     read_ids,
 )
+from kagglecv.images import ArrayImages, FileImages
 
 TRAIN_DIRS = ("train", "training", "images")
 VALID_DIRS = ("valid", "validation")

@@ -1,15 +1,19 @@
-"""Batches for the engine: uint8 images (B, C, H, W) and int64 labels.
+"""Batches for the engine: uint8 images (B, C, H, W) and int64 labels, gathered a batch at a time.
 
-Two data paths, chosen by `loader` in params.yaml:
-- `tensor`: the whole set is one uint8 tensor (on the GPU when there is one); each epoch is a
-  seeded permutation, sliced into batches that are augmented whole (`batch_transforms`).
-  No per-image Python, no float copy of the data set.
+The images arrive as one uint8 array (N, H, W, C), usually the memory-mapped decode cache
+(`kagglecv.images`), with the row indices a loader covers; no loader copies the set. Two paths,
+chosen by `loader` in params.yaml:
+- `tensor`: each epoch is a seeded permutation of the rows; each batch is gathered from the array
+  and augmented whole (`batch_transforms`), on the GPU when there is one. A set that fits in a
+  quarter of the GPU's memory is copied there once instead.
 - `dataloader`: albumentations per image in a torch DataLoader (with worker processes if asked),
   for transforms that have no batch version.
 `auto` takes `tensor` whenever every `augment:` entry has a batch version.
 
-Every epoch's order and augmentation derive from (seed, fold, epoch) alone, so an epoch is the
-same whether or not the epochs before it ran in this process.
+Pipelines run on the cached images; when the cache is larger than `img_size` (`cache_size`), a
+batch that does not come out at `img_size` is resized to it last. Every epoch's order and
+augmentation derive from (seed, fold, epoch) alone, so an epoch is the same whether or not the
+epochs before it ran in this process.
 """
 
 from __future__ import annotations
@@ -22,8 +26,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from kagglecv.batch_transforms import build_batch_transforms
-from kagglecv.transforms import ImageDataset, build_transforms
+from kagglecv.batch_transforms import build_batch_transforms, resize_batch
+from kagglecv.transforms import ImageDataset, apply_transforms, build_transforms
+
+RESIDENT_SHARE = 0.25  # a training set up to this share of the GPU's memory is copied there once
+
+BatchOp = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 
 def epoch_seed(seed: int, fold: int, epoch: int) -> int:
@@ -35,73 +43,111 @@ def _seed_worker(worker_id: int, *, transform: A.Compose | None, base: int) -> N
         transform.set_random_seed(base + 7919 * (worker_id + 1))
 
 
+def gather(images: np.ndarray | torch.Tensor, rows: np.ndarray, device: torch.device | str) -> torch.Tensor:
+    """uint8 (B, C, H, W) on `device` of the `rows` of `images`: an (N, H, W, C) array (read a batch at a
+    time, pinned for the copy to a GPU) or an (N, C, H, W) tensor already on the device."""
+    if isinstance(images, torch.Tensor):
+        return images[torch.from_numpy(rows).to(images.device)]
+    x = torch.from_numpy(np.asarray(images[rows])).permute(0, 3, 1, 2).contiguous()  # (B, H, W, C) -> (B, C, H, W)
+    if torch.device(device).type == "cuda":
+        return x.pin_memory().to(device, non_blocking=True)
+    return x
+
+
 class TensorBatches:
-    """Batches sliced from one uint8 tensor (N, C, H, W) in a seeded order, augmented whole."""
+    """Batches of the images at `rows` (all by default) in a seeded order, gathered one batch at a time,
+    prepared (`prepare`: a deterministic per-image pipeline on (B, H, W, C)), augmented whole and
+    brought to `size`. `labels` are those of `rows`, in that order."""
 
     def __init__(
         self,
-        images: torch.Tensor,
-        labels: torch.Tensor,
+        images: np.ndarray | torch.Tensor,
+        labels: np.ndarray,
         *,
+        rows: np.ndarray | None = None,
         batch_size: int,
         seed: int | None = None,
-        augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None,
+        augment: BatchOp | None = None,
+        prepare: Callable[[np.ndarray], np.ndarray] | None = None,
+        size: int | None = None,
         drop_last: bool = False,
+        device: torch.device | str = "cpu",
     ) -> None:
-        self.images, self.labels = images, labels
-        self.batch_size, self.seed, self.augment, self.drop_last = batch_size, seed, augment, drop_last
+        self.images, self.labels = images, torch.tensor(np.asarray(labels), dtype=torch.int64)
+        self.rows = np.arange(len(images)) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.batch_size, self.seed, self.augment, self.prepare = batch_size, seed, augment, prepare
+        self.size, self.drop_last, self.device = size, drop_last, device
 
     def __len__(self) -> int:
-        n = len(self.images)
+        n = len(self.rows)
         return n // self.batch_size if self.drop_last else -(-n // self.batch_size)
 
     def __iter__(self):
-        n = len(self.images)
+        n = len(self.rows)
         generator = torch.Generator().manual_seed(self.seed if self.seed is not None else 0)
         order = torch.randperm(n, generator=generator) if self.seed is not None else torch.arange(n)
-        order = order.to(self.images.device)
         for i in range(len(self)):
             index = order[i * self.batch_size : (i + 1) * self.batch_size]
-            x = self.images[index]
+            rows = self.rows[index.numpy()]
+            if self.prepare is not None:
+                x = torch.from_numpy(self.prepare(np.asarray(self.images[rows]))).permute(0, 3, 1, 2).contiguous().to(self.device)
+            else:
+                x = gather(self.images, rows, self.device)
             if self.augment is not None:
                 x = self.augment(x, generator)
-            yield x, self.labels[index]
+            if self.size is not None:
+                x = resize_batch(x, self.size)
+            yield x, self.labels[index].to(x.device)
 
 
-def to_tensor_images(images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 (N, H, W, C) array -> uint8 (N, C, H, W) tensor on `device`, copied once."""
-    return torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).to(device)
+def resident(images: np.ndarray, device: torch.device | str) -> np.ndarray | torch.Tensor:
+    """`images` (N, H, W, C) copied once to a GPU as (N, C, H, W) when they fit in `RESIDENT_SHARE` of its
+    memory (copied a block at a time, so the host never holds a second copy); else `images` as they are."""
+    device = torch.device(device)
+    if device.type != "cuda" or images.nbytes > RESIDENT_SHARE * torch.cuda.get_device_properties(device).total_memory:
+        return images
+    out = torch.empty((len(images), images.shape[3], images.shape[1], images.shape[2]), dtype=torch.uint8, device=device)
+    step = 1024
+    for start in range(0, len(images), step):
+        out[start : start + step] = gather(images, np.arange(start, min(start + step, len(images))), device)
+    return out
 
 
 def train_batches(
-    images: np.ndarray,
+    images: np.ndarray | torch.Tensor,
     labels: np.ndarray,
     spec: list[dict],
     *,
+    rows: np.ndarray | None = None,
     batch_size: int,
     seed: int,
     fold: int,
+    size: int | None = None,
     num_workers: int = 0,
     loader: str = "auto",
     device: torch.device | str = "cpu",
 ) -> Callable[[int], TensorBatches | DataLoader]:
-    """`epoch -> batches`: shuffled, augmented (images, labels) of one fold's training part.
+    """`epoch -> batches`: shuffled, augmented (images, labels) of `rows` of `images` (`labels` are theirs).
 
-    `spec` is the `augment:` list; `loader` picks the data path (see the module docstring).
+    `spec` is the `augment:` list; `loader` picks the data path (see the module docstring); `size` is
+    the side every batch ends at (None: as the pipeline leaves it).
     """
     transform = build_transforms(spec=spec, seed=seed + fold)  # validates names and arguments either way
     batch_ops = build_batch_transforms(spec) if loader != "dataloader" else None
     if loader == "tensor" and batch_ops is None:
         raise ValueError("loader: tensor needs every augment entry to have a batch version; use auto or dataloader")
+    rows = np.arange(len(images)) if rows is None else np.asarray(rows, dtype=np.int64)
+    drop = len(rows) > batch_size  # a batch of one breaks BatchNorm
     if batch_ops is not None:
-        x, y = to_tensor_images(images, device), torch.from_numpy(labels.astype(np.int64)).to(device)
-        drop = len(x) > batch_size  # a batch of one breaks BatchNorm
         return lambda epoch: TensorBatches(
-            x, y, batch_size=batch_size, seed=epoch_seed(seed, fold, epoch), augment=batch_ops, drop_last=drop
-        )
+            images, labels, rows=rows, batch_size=batch_size, seed=epoch_seed(seed, fold, epoch), augment=batch_ops,
+            size=size, drop_last=drop, device=device,
+        )  # fmt: skip
+    if isinstance(images, torch.Tensor):
+        raise ValueError("the dataloader path reads images from the host; pass the array, not a device tensor")
     return albumentations_batches(
         images, labels, transform,
-        batch_size=batch_size, seed=seed, fold=fold, num_workers=num_workers,
+        rows=rows, batch_size=batch_size, seed=seed, fold=fold, size=size, num_workers=num_workers,
     )  # fmt: skip
 
 
@@ -110,13 +156,15 @@ def albumentations_batches(
     labels: np.ndarray,
     transform: A.Compose | None,
     *,
+    rows: np.ndarray | None = None,
     batch_size: int,
     seed: int,
     fold: int,
+    size: int | None = None,
     num_workers: int = 0,
 ) -> Callable[[int], DataLoader]:
     """`epoch -> DataLoader`: albumentations applied per image, the general path."""
-    dataset = ImageDataset(images, labels, transform)
+    dataset = ImageDataset(images, labels, transform, rows=rows, size=size)
 
     def for_epoch(epoch: int) -> DataLoader:
         base = epoch_seed(seed, fold, epoch)
@@ -136,7 +184,17 @@ def albumentations_batches(
     return for_epoch
 
 
-def eval_batches(images: np.ndarray, *, batch_size: int, device: torch.device | str = "cpu") -> TensorBatches:
-    """Un-augmented batches in the order of `images` (labels are -1)."""
-    x = to_tensor_images(images, device)
-    return TensorBatches(x, torch.full((len(x),), -1, dtype=torch.int64), batch_size=batch_size)
+def eval_batches(
+    images: np.ndarray,
+    *,
+    rows: np.ndarray | None = None,
+    batch_size: int,
+    transform: A.Compose | None = None,
+    size: int | None = None,
+    device: torch.device | str = "cpu",
+) -> TensorBatches:
+    """Un-augmented batches of `rows` of `images` in their order (labels are -1), each through the
+    deterministic `transform` (`augment_test`) and brought to `size`."""
+    prepare = partial(apply_transforms, transform=transform) if transform is not None and transform.transforms else None
+    n = len(images) if rows is None else len(rows)
+    return TensorBatches(images, np.full(n, -1), rows=rows, batch_size=batch_size, prepare=prepare, size=size, device=device)

@@ -79,7 +79,8 @@ class Params:
     model: str = "kcv_cnn"
     pretrained: str = ""  # "": random init; "timm": timm's local cache, offline; else a weights file
     normalize: Literal["auto", "data", "model"] = "auto"  # auto: the model's stats when pretrained
-    img_size: int = field(default=16, metadata=_range(ge=1))
+    img_size: int | Literal["auto"] = field(default="auto", metadata=_range(ge=1))  # auto: from the images and device
+    cache_size: int = field(default=0, metadata=_range(ge=0))  # decoded side kept on disk; 0: img_size
     epochs: int = field(default=30, metadata=_range(ge=1))
     batch_size: int = field(default=64, metadata=_range(ge=1))
     lr: float = field(default=3.0e-3, metadata=_range(gt=0.0))

@@ -51,7 +51,9 @@ def resume_key(params: dict, *arrays: np.ndarray, files: tuple[Path, ...] = ()) 
     digest = hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode())
     for array in arrays:
         digest.update(str((array.shape, array.dtype)).encode())
-        digest.update(np.ascontiguousarray(array).tobytes())
+        step = max(1, (64 << 20) // max(1, array[:1].nbytes))  # 64 MB at a time: a memory-mapped set is never copied whole
+        for start in range(0, len(array), step):
+            digest.update(np.ascontiguousarray(array[start : start + step]).data)
     for path in files:
         digest.update(Path(path).read_bytes())
     return digest.hexdigest()[:16]

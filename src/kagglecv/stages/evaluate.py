@@ -16,10 +16,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.metrics import accuracy_score, f1_score, log_loss
 
 from kagglecv.artifacts import write_csv, write_json
 from kagglecv.data import RAW_DIR, TRAIN_ONLY_FOLD, CompetitionError, read_competition
+from kagglecv.images import decode_set, resolve_sizes
 from kagglecv.params import Params, ParamsError, load_params
 from kagglecv.pictures import write_confusion_image, write_image_grid
 from kagglecv.runtime import main_of
@@ -92,12 +94,14 @@ def run(
 def write_mistakes(
     path: Path, params: Params, raw_dir: Path, train_ids: list[str], rows: np.ndarray, captions: list[str]
 ) -> None:
-    """The images at `rows` of the training set, as the model saw them (resized), with captions."""
+    """The images at `rows` of the training set, as the model saw them (at img_size), with captions."""
     competition = read_competition(raw_dir, params.data.layout)
     if competition.train_ids != train_ids:
         raise CompetitionError(f"{OOF_FILE} does not match {raw_dir}: run 'dvc repro train' again")
-    shown = competition.train_images.select(rows.tolist())  # decode only the images drawn
-    write_image_grid(path, shown.load(img_size=params.img_size, channels=params.data.channels), captions)
+    device_type = "cuda" if torch.cuda.is_available() else "cpu"  # as train chose it
+    img_size, _ = resolve_sizes(params.img_size, params.cache_size, competition.train_images, device_type)
+    shown = competition.train_images.select(rows.tolist())  # decode only the images drawn, in memory
+    write_image_grid(path, decode_set(shown, img_size=img_size, channels=params.data.channels), captions)
 
 
 main = main_of(

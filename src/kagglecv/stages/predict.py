@@ -27,10 +27,11 @@ from kagglecv.engine import Precision, predict_views, select_precision
 from kagglecv.loaders import eval_batches
 from kagglecv.models import ModelError, build_model
 from kagglecv.params import Params, ParamsError, load_params
+from kagglecv.progress import Tracked
 from kagglecv.runtime import main_of
 from kagglecv.stages.train import MODELS_DIR
 from kagglecv.submission import SubmissionError, make_submission, read_sample_submission, score_submission
-from kagglecv.transforms import TransformError, apply_transforms, build_transforms
+from kagglecv.transforms import TransformError, build_transforms
 from kagglecv.tta import TTAError, parse_views
 
 log = logging.getLogger("kagglecv.predict")
@@ -64,10 +65,11 @@ def predict_test(
         model = build_model(name=ckpt["model"], num_classes=ckpt["num_classes"], in_chans=ckpt["in_chans"], img_size=ckpt["img_size"])
         model.load_state_dict(ckpt["state_dict"])
         model.to(precision.device, memory_format=torch.channels_last if precision.channels_last else torch.preserve_format)
-        images = images_for(ckpt["img_size"], ckpt["in_chans"])
-        images = apply_transforms(images, build_transforms(spec=ckpt.get("augment_test", []), seed=0, key="augment_test"))
+        images = images_for(ckpt.get("cache_size", ckpt["img_size"]), ckpt["in_chans"])
+        transform = build_transforms(spec=ckpt.get("augment_test", []), seed=0, key="augment_test")
+        batches = eval_batches(images, batch_size=batch_size, transform=transform, size=ckpt["img_size"], device=precision.device)
         out.append(predict_views(
-            model, eval_batches(images, batch_size=batch_size, device=precision.device), precision=precision,
+            model, Tracked(batches, f"fold {ckpt['fold']} test", log=log), precision=precision,
             mean=torch.tensor(ckpt["mean"]), std=torch.tensor(ckpt["std"]), views=views,
         ))  # fmt: skip
     return np.stack(out)

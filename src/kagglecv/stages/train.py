@@ -25,14 +25,18 @@ from dvclive import Live
 from kagglecv import distributed
 from kagglecv.artifacts import write_checkpoint, write_csv, write_json
 from kagglecv.data import FOLDS_FILE, RAW_DIR, CompetitionError, read_competition, read_folds
+from kagglecv.batch_transforms import build_batch_transforms
 from kagglecv.engine import EpochLog, TrainingDiverged, select_precision
 from kagglecv.folds import FoldData, TrainSetup, train_fold
+from kagglecv.images import channel_stats, resolve_sizes
+from kagglecv.loaders import resident
 from kagglecv.models import ModelError, build_model, model_stats
 from kagglecv.params import Params, ParamsError, load_params
 from kagglecv.pictures import write_image_grid
+from kagglecv.progress import format_seconds
 from kagglecv.resume import RESUME_DIR, ResumeStore, resume_key
 from kagglecv.runtime import main_of, use_deterministic_algorithms
-from kagglecv.transforms import TransformError, apply_transforms, build_transforms, resolve_augment
+from kagglecv.transforms import ImageDataset, TransformError, build_transforms, resolve_augment
 from kagglecv.tta import TTAError, parse_views
 
 log = logging.getLogger("kagglecv.train")
@@ -44,12 +48,6 @@ TRAIN_METRICS = Path("metrics/train.json")
 AUGMENTED_PLOT = Path("plots/augmented.png")
 STOP_AFTER_ENV = "KAGGLECV_STOP_AFTER"  # "fold:epochs", e.g. "0:2": interrupt there, as Ctrl-C would
 ONLY_FOLDS_ENV = "KAGGLECV_FOLDS"  # "0,2": train only these folds into the resume store, write no outputs
-
-
-def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per-channel mean and std of uint8 (N, H, W, C) images, in [0, 1] units."""
-    flat = images.reshape(-1, images.shape[-1]).astype(np.float64) / 255.0
-    return flat.mean(0).tolist(), np.maximum(flat.std(0), 1e-3).tolist()
 
 
 def run(
@@ -73,9 +71,15 @@ def run(
         raise CompetitionError(f"{folds_path} does not match {raw_dir}: run 'dvc repro split' again")
     classes = competition.classes
     labels = np.array([classes.index(label) for label in competition.train_labels])
-    images = competition.train_images.load(img_size=params.img_size, channels=params.data.channels)
+    device = distributed.device_for(params.devices)
+    img_size, cache_size = resolve_sizes(params.img_size, params.cache_size, competition.train_images,
+                                         select_precision(params.amp, device).device.type)  # fmt: skip
+    params = dataclasses.replace(params, img_size=img_size, cache_size=cache_size)
+    images = competition.train_images.load(img_size=cache_size, channels=params.data.channels)
     setup = make_setup(params, images, len(classes))
-    data = FoldData(images, apply_transforms(images, setup.test_transform), labels, folds["fold"].to_numpy())
+    spec = resolve_augment(params.augment, img_size)
+    fast = params.loader != "dataloader" and build_batch_transforms(spec) is not None
+    data = FoldData(images, labels, folds["fold"].to_numpy(), resident(images, setup.precision.device) if fast else None)
     store = ResumeStore(resume_key(dataclasses.asdict(params), images, labels, data.fold_of), resume_dir)
     n_folds = int(data.fold_of.max()) + 1
     _log_start(params, setup, images, len(classes), n_folds)
@@ -84,18 +88,19 @@ def run(
     oof = np.zeros((len(images), len(classes)), np.float32)
     summary: dict[str, dict] = {}
     started = time.perf_counter()
+    clock = EtaClock(n_folds, params.epochs)
     only = _only_folds()
     for fold in range(n_folds):
         if only is not None and fold not in only:
             continue
         with _live(live_dir / f"fold{fold}") as live:
-            on_epoch = _epoch_logger(live, fold, n_folds, params.epochs, started)
+            on_epoch = _epoch_logger(live, fold, n_folds, params.epochs, clock)
             result = train_fold(fold, params, data, setup, store, on_epoch=on_epoch, stop_after=_stop_after())
         oof[data.fold_of == fold] = result["oof_probs"]
         if distributed.is_main():
             write_checkpoint(models_dir / f"fold{fold}.pt", _checkpoint(params, setup, classes, images, fold, result))
         summary[str(fold)] = _fold_summary(result)
-    totals = {"seconds": round(time.perf_counter() - started, 2)}
+    totals = {"seconds": round(time.perf_counter() - started, 2), "img_size": img_size, "cache_size": cache_size}
     if only is not None:
         log.info("folds %s trained into %s; gather every fold's file there and run 'dvc repro'", sorted(only), store.dir)
         return {"folds": summary, **totals}
@@ -122,9 +127,10 @@ def write_oof(
 def _log_start(params: Params, setup: TrainSetup, images: np.ndarray, n_classes: int, n_folds: int) -> None:
     amp = f" with {setup.precision.amp_dtype} autocast" if setup.precision.amp_dtype else ""
     procs = f" x{distributed.world_size()} processes" if distributed.world_size() > 1 else ""
+    cache = f", decoded at {params.cache_size}px" if params.cache_size != params.img_size else ""
     log.info(
-        "%d images %s, %d classes, %d folds, model %s on %s%s%s", len(images), images.shape[1:], n_classes,
-        n_folds, params.model, setup.precision.device, amp, procs,
+        "%d images at img_size %d%s (%d channel(s)), %d classes, %d folds, model %s on %s%s%s", len(images),
+        params.img_size, cache, images.shape[-1], n_classes, n_folds, params.model, setup.precision.device, amp, procs,
     )  # fmt: skip
 
 
@@ -139,7 +145,7 @@ def _fold_summary(result: dict) -> dict:
 
 
 def make_setup(params: Params, images: np.ndarray, num_classes: int) -> TrainSetup:
-    """What every fold shares: precision, normalisation, test-time pipeline and views."""
+    """What every fold shares: precision, normalisation, test-time pipeline and views (`params` with sizes resolved)."""
     device = distributed.device_for(params.devices)
     precision = select_precision(params.amp, device, channels_last=params.channels_last)
     stats = channel_stats(images)
@@ -152,9 +158,10 @@ def make_setup(params: Params, images: np.ndarray, num_classes: int) -> TrainSet
 
 def write_augmented_grid(path: Path, params: Params, data: FoldData, classes: list[str], n: int = 32) -> None:
     """The first training batch of fold 0, as the model sees it after augmentation (before mixup)."""
-    transform = build_transforms(spec=resolve_augment(params.augment, params.img_size), seed=params.seed)
+    spec = resolve_augment(params.augment, params.img_size)
     idx = np.flatnonzero(data.fold_of != 0)[:n]
-    shown = np.stack([transform(image=image)["image"].reshape(image.shape) for image in data.images[idx]])
+    batch = ImageDataset(data.images, None, build_transforms(spec=spec, seed=params.seed), rows=idx, size=params.img_size)
+    shown = np.stack([batch[i][0].numpy().transpose(1, 2, 0) for i in range(len(idx))])  # (C, H, W) -> (H, W, C)
     write_image_grid(path, shown, [classes[data.labels[i]] for i in idx])
 
 
@@ -162,7 +169,7 @@ def _checkpoint(params: Params, setup: TrainSetup, classes: list[str], images: n
     history = result["history"]
     return {
         "model": params.model, "num_classes": len(classes), "in_chans": images.shape[-1],
-        "img_size": params.img_size, "classes": classes, "mean": setup.mean, "std": setup.std,
+        "img_size": params.img_size, "cache_size": params.cache_size, "classes": classes, "mean": setup.mean, "std": setup.std,
         "augment_test": params.augment_test, "fold": fold, "best_epoch": result["best_epoch"],
         "valid_accuracy": history[result["best_epoch"]]["valid_accuracy"], "ema": params.ema.enabled,
         "params": dataclasses.asdict(params), "state_dict": result["best_state"],
@@ -203,8 +210,28 @@ def _live(path: Path) -> Live | _NoLive:
     return Live(dir=str(path), dvcyaml=None, save_dvc_exp=False, report=None)
 
 
-def _epoch_logger(live: Live | _NoLive, fold: int, n_folds: int, epochs: int, started: float):
+class EtaClock:
+    """The stage's ETA: the mean time of the epochs trained so far, times the epochs still to train.
+
+    Epochs left are those of the current fold and of every later one: an upper bound, since early
+    stopping may end a fold sooner, and exactly 0 once the last epoch is done."""
+
+    def __init__(self, n_folds: int, epochs: int) -> None:
+        self.n_folds, self.epochs = n_folds, epochs
+        self.trained = 0
+        self.seconds = 0.0
+
+    def after(self, fold: int, epoch: int, seconds: float) -> float:
+        """Seconds left after `epoch` (0-based) of `fold` took `seconds` (validation included)."""
+        self.trained += 1
+        self.seconds += seconds
+        left = (self.epochs - epoch - 1) + (self.n_folds - fold - 1) * self.epochs
+        return self.seconds / self.trained * left
+
+
+def _epoch_logger(live: Live | _NoLive, fold: int, n_folds: int, epochs: int, clock: EtaClock):
     """One log line per epoch (with an ETA for the whole stage) and dvclive's curves."""
+    last = [time.perf_counter()]
 
     def on_epoch(e: EpochLog, replayed: bool = False) -> None:
         for name, value in (
@@ -213,14 +240,16 @@ def _epoch_logger(live: Live | _NoLive, fold: int, n_folds: int, epochs: int, st
         ):  # fmt: skip
             live.log_metric(name, value, plot=True)
         live.next_step()
+        now = time.perf_counter()
+        took, last[0] = now - last[0], now
         if replayed or not distributed.is_main():
             return
-        done = fold * epochs + e.epoch + 1
-        eta = (time.perf_counter() - started) / done * (n_folds * epochs - done)
+        left = clock.after(fold, e.epoch, took)
         log.info(
-            "fold %d/%d epoch %2d/%d  train %.4f %.4f  valid %.4f %.4f%s  %.1fs %.0f img/s  eta <%.0fs",
+            "fold %d/%d epoch %2d/%d  train %.4f %.4f  valid %.4f %.4f%s  %.1fs %.0f img/s  eta %s",
             fold + 1, n_folds, e.epoch + 1, epochs, e.train_loss, e.train_accuracy, e.valid_loss,
-            e.valid_accuracy, " *" if e.improved else "  ", e.seconds, e.images_per_s, eta,
+            e.valid_accuracy, " *" if e.improved else "  ", e.seconds, e.images_per_s,
+            f"at most {format_seconds(left)}" if left > 0 else "0s (last epoch)",
         )  # fmt: skip
 
     return on_epoch
