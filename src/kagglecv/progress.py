@@ -35,9 +35,10 @@ class Progress:
 
     def __init__(
         self, total: int, desc: str, *, unit: str = "it", log: logging.Logger | None = None,
-        every: float = LOG_EVERY_S, bar: bool | None = None,
+        every: float | None = None, bar: bool | None = None,
     ) -> None:  # fmt: skip
-        self.total, self.desc, self.unit, self.every = total, desc, unit, every
+        self.total, self.desc, self.unit = total, desc, unit
+        self.every = LOG_EVERY_S if every is None else every
         self.log = log or logging.getLogger("kagglecv.progress")
         self.done = 0
         self.started = self.last_line = time.perf_counter()
@@ -78,7 +79,7 @@ class Tracked(Generic[T]):
     """`items` (anything with len() and iter(), e.g. a DataLoader) whose iteration reports progress."""
 
     def __init__(self, items: Iterable[T], desc: str, *, unit: str = "batch", log: logging.Logger | None = None,
-                 every: float = LOG_EVERY_S) -> None:  # fmt: skip
+                 every: float | None = None) -> None:  # fmt: skip
         self.items, self.desc, self.unit, self.log, self.every = items, desc, unit, log, every
 
     def __len__(self) -> int:
