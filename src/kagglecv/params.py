@@ -120,8 +120,11 @@ def _check_together(params: Params, errors: list[str]) -> None:
         errors.append(f"batch_size: {params.batch_size} must be even when mixup is on (timm's Mixup pairs images)")
 
 
-def load_params(path: Path | str = PARAMS_FILE) -> Params:
-    """Read and validate `path`; raise `ParamsError` naming every bad key."""
+def load_params(path: Path | str = PARAMS_FILE, *, check_names: bool = True) -> Params:
+    """Read and validate `path`; raise `ParamsError` naming every bad key.
+
+    `check_names` False skips the lookups in timm's registry and albumentations (`check_names`),
+    which cost seconds of imports; every other check (keys, types, ranges) still runs."""
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path} not found: run from the repository root, where params.yaml lives")
@@ -131,7 +134,8 @@ def load_params(path: Path | str = PARAMS_FILE) -> Params:
         raise ParamsError(f"{path} is not valid YAML: {err}") from err
     errors: list[str] = []
     params = _build(Params, raw, "", errors)
-    errors += check_names(params, raw if isinstance(raw, dict) else {})
+    if check_names:
+        errors += _check_names(params, raw if isinstance(raw, dict) else {})
     if not errors:
         _check_together(params, errors)
     if errors:
@@ -245,7 +249,7 @@ def _check_range(meta: typing.Mapping, value: Any, key: str, errors: list[str]) 
         errors.append(f"{key}: {value} is too large; it must be at most {meta['le']}")
 
 
-def check_names(params: Params, raw: dict) -> list[str]:
+def _check_names(params: Params, raw: dict) -> list[str]:
     """Problems with the names `params.yaml` gives: a `model` not in timm's registry, `augment:`
     entries albumentations does not have. Only keys set in the file are checked (the defaults are valid)."""
     errors = []
