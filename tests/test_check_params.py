@@ -1,4 +1,4 @@
-"""The check_params stage: every edit of params.yaml validated, even of a key no stage tracks, in a fraction of a second."""
+"""The check_params stage: every edit of params.yaml validated, even of a key no stage tracks, in a split second."""
 
 from __future__ import annotations
 

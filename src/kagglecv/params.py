@@ -81,6 +81,7 @@ class Params:
     normalize: Literal["auto", "data", "model"] = "auto"  # auto: the model's stats when pretrained
     img_size: int = field(default=16, metadata=_range(ge=1))
     epochs: int = field(default=30, metadata=_range(ge=1))
+    time_limit: float = field(default=0.0, metadata=_range(ge=0.0))  # minutes for the train stage; 0: no limit
     batch_size: int = field(default=64, metadata=_range(ge=1))
     lr: float = field(default=3.0e-3, metadata=_range(gt=0.0))
     weight_decay: float = field(default=5.0e-4, metadata=_range(ge=0.0))
