@@ -146,7 +146,8 @@ def run(params: Params, *, raw_dir: Path = RAW_DIR, folds_path: Path = FOLDS_FIL
                         img_size=params.img_size, pretrained=params.pretrained)  # fmt: skip
     config = dataclasses.replace(fit_config(params), lr=start_lr, scheduler="none", warmup_epochs=0, accumulate=1,
                                  ema=False, compile=False)  # fmt: skip
-    weights = torch.from_numpy(inverse_frequency(labels[train], len(classes))) if params.class_balance == "weights" else None
+    balanced = params.class_balance == "weights"
+    weights = torch.from_numpy(inverse_frequency(labels[train], len(classes))) if balanced else None
     batches = train_batches(images[train], labels[train], resolve_augment(params.augment, params.img_size),
                             batch_size=params.batch_size, seed=params.seed, fold=0, num_workers=params.num_workers,
                             loader=params.loader, device=setup.precision.device)  # fmt: skip
