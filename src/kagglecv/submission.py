@@ -23,7 +23,7 @@ from sklearn.metrics import accuracy_score, log_loss
 from kagglecv.submission_check import SubmissionCheck, check_submission, check_submission_text
 
 PROB_EPS = 1e-15  # log-loss competitions clip to [eps, 1 - eps]
-SHOWN_PER_KIND = 20  # problem lines printed per kind before "... and N more" (--all prints every one)
+SHOWN_PER_KIND = 10  # problem lines printed per kind before "... and N more" (--all prints every one)
 
 
 class SubmissionError(ValueError):
