@@ -80,10 +80,10 @@ def plan_epochs(
     epochs = fit_epochs(epochs=params.epochs, folds=folds, time_limit=params.time_limit, elapsed=elapsed,
                         epoch_seconds=seconds)  # fmt: skip
     plan = EpochPlan(epochs, params.time_limit, epochs < params.epochs, round(seconds, 3))
-    needed = elapsed + folds * seconds  # one epoch per fold
+    needed = elapsed + folds * seconds  # the time so far, and one epoch per fold
     if needed > params.time_limit * 60:
-        log.warning("time_limit %g min is too short: one epoch of each of %d folds takes about %.1f min; "
-                    "training 1 epoch per fold", params.time_limit, folds, needed / 60)  # fmt: skip
+        log.warning("time_limit %g min is too short: one epoch of fold 0 took %.1f s, so one per fold needs about "
+                    "%.1f min; training 1 epoch per fold", params.time_limit, seconds, needed / 60)  # fmt: skip
     else:
         cut = f" (epochs {params.epochs} cut to {epochs})" if plan.cut else ""
         log.info("time_limit %g min: one epoch of fold 0 took %.1f s; %d folds x %d epochs fit%s",
