@@ -124,7 +124,7 @@ def _check_together(params: Params, errors: list[str]) -> None:
 def load_params(path: Path | str = PARAMS_FILE, *, check_names: bool = True) -> Params:
     """Read and validate `path`; raise `ParamsError` naming every bad key.
 
-    `check_names` False skips the lookups in timm's registry and albumentations (`check_names`),
+    `check_names` False skips the lookups in timm's registry and albumentations (`_check_names`),
     which cost seconds of imports; every other check (keys, types, ranges) still runs."""
     path = Path(path)
     if not path.exists():
