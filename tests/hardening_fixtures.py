@@ -29,7 +29,8 @@ TINY = {
 # Everything a pipeline run writes, as dvc.yaml declares it (dvclive's curves excepted: dvclive resets them itself).
 ARTIFACTS = (
     "data/folds.csv", "data/ingest_report.csv", "models/fold0.pt", "models/fold1.pt", "predictions/oof.csv",
-    "metrics/train.json", "metrics/cv.json", "plots/confusion.csv", "submissions/submission.csv",
+    "metrics/train.json", "metrics/train_folds.json", "metrics/cv.json", "metrics/cv_folds.json", "plots/confusion.csv",
+    "submissions/submission.csv",
     "predictions/test_probs.csv", "metrics/leaderboard.json",
 )  # fmt: skip
 

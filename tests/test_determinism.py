@@ -14,9 +14,10 @@ from kagglecv.runtime import use_deterministic_algorithms
 from tests.conftest import REPO
 from tests.hardening_fixtures import make_project, run_pipeline, sha256, truncate
 
-# Everything the pipeline writes except metrics/train.json, which records seconds and images per second.
+# Everything the pipeline writes except metrics/train*.json, which record minutes, seconds and images per second.
 COMPARED = (
-    "data/folds.csv", "data/ingest_report.csv", "predictions/oof.csv", "metrics/cv.json", "plots/confusion.csv",
+    "data/folds.csv", "data/ingest_report.csv", "predictions/oof.csv", "metrics/cv.json", "metrics/cv_folds.json",
+    "plots/confusion.csv",
     "submissions/submission.csv", "predictions/test_probs.csv", "metrics/leaderboard.json",
 )  # fmt: skip
 RUN = "import sys, pathlib, tests.hardening_fixtures as f; f.run_pipeline(pathlib.Path(sys.argv[1]))"

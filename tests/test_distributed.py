@@ -29,7 +29,7 @@ def test_two_processes_train_every_fold(digits_raw, tmp_path, tiny_params):
                           capture_output=True, text=True, timeout=600)  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     assert "x2 processes" in done.stderr
-    summary = json.loads((tmp_path / "metrics" / "train.json").read_text())["train"]
+    summary = json.loads((tmp_path / "metrics" / "train_folds.json").read_text())["train"]
     assert set(summary["folds"]) == {"0", "1"}
     assert all(fold["valid_accuracy"] > 0.3 for fold in summary["folds"].values())
     assert sorted(p.name for p in (tmp_path / "models").glob("*.pt")) == ["fold0.pt", "fold1.pt"]

@@ -7,10 +7,16 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
-from tests.conftest import make_project
+from tests.conftest import REPO, make_project
 
 TINY = {"n_folds": 2, "epochs": 2, "img_size": 8, "batch_size": 32, "patience": 1, "warmup_epochs": 0}
+# dvc exp show's first metric columns: a leaderboard's (metrics files in dvc.yaml's order, keys in each file's order).
+HEADLINE = [
+    "cv.accuracy", "cv.macro_f1", "cv.log_loss", "leaderboard.accuracy",
+    "train.minutes", "train.epochs", "train.time_limit", "train.cut",
+]  # fmt: skip
 
 
 def sh(cwd: Path, *args: str) -> str:
@@ -50,3 +56,23 @@ def test_dvc_repro_then_exp_run_reruns_only_downstream_stages(project):
     assert diff["params.yaml"]["amp"]["old"] == "auto"
     metrics = json.loads(sh(project, "dvc", "metrics", "diff", "--json"))
     assert "cv.accuracy" in metrics["metrics/cv.json"]
+
+    header = sh(project, "dvc", "exp", "show", "--csv").splitlines()[0].split(",")
+    assert header[header.index("parent") + 1 :][: len(HEADLINE)] == HEADLINE
+    assert not [column for column in header if ".folds." in column]  # per-fold detail stays off the table
+    shown = sh(project, "dvc", "metrics", "show", "--json", "metrics/cv_folds.json", "metrics/train_folds.json")
+    files = json.loads(shown)[""]["data"]  # "": the workspace
+    assert set(files["metrics/cv_folds.json"]["data"]["cv"]["folds"]) == {"0", "1"}
+    assert set(files["metrics/train_folds.json"]["data"]["train"]["folds"]) == {"0", "1"}
+
+
+def test_dvc_yaml_declares_only_the_headline_files_as_metrics_in_leaderboard_order() -> None:
+    dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
+    stage_metrics = [next(iter(m)) for stage in dvc["stages"].values() for m in stage.get("metrics", [])]
+    assert stage_metrics + dvc["metrics"] == ["metrics/cv.json", "metrics/leaderboard.json", "metrics/train.json"]
+    outs = {
+        path: options for stage in dvc["stages"].values() for out in stage.get("outs", []) if isinstance(out, dict)
+        for path, options in out.items()
+    }  # fmt: skip
+    for detail in ("metrics/cv_folds.json", "metrics/train_folds.json", "metrics/train.json"):
+        assert outs[detail]["cache"] is False, detail  # in git, beside the metrics, but not in the table

@@ -62,6 +62,11 @@ def write_json(path: Path, data: dict) -> None:
         tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
 
 
+def write_text(path: Path, text: str) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+
+
 def write_csv(path: Path, frame: pd.DataFrame, **kwargs) -> None:
     with atomic_path(path) as tmp:
         frame.to_csv(tmp, index=False, lineterminator="\n", **kwargs)

@@ -50,13 +50,14 @@ def _stage(root: Path, env: dict, *cmd: str) -> None:
         raise RuntimeError(f"`{' '.join(cmd)}` failed in {root.name}:\n{done.stderr[-2000:]}")
 
 
-def _read(root: Path, name: str) -> dict:
-    return json.loads((root / "metrics" / f"{name}.json").read_text())[name]
+def _read(root: Path, name: str, file: str | None = None) -> dict:
+    """Section `name` of metrics/<file or name>.json."""
+    return json.loads((root / "metrics" / f"{file or name}.json").read_text())[name]
 
 
 def _epoch_times(root: Path) -> tuple[float, float]:
     """(seconds per training epoch, median images/s) of the last train stage run in `root`."""
-    folds = _read(root, "train")["folds"].values()
+    folds = _read(root, "train", "train_folds")["folds"].values()
     seconds = sum(f["seconds"] for f in folds) / sum(f["epochs_run"] for f in folds)
     return seconds, statistics.median(f["images_per_s"] for f in folds)
 
@@ -78,7 +79,7 @@ def run(
         for name, root in roots.items():
             copy_project(project or Path.cwd(), root, {**(overrides or {}), **SETTINGS[name]})
             _stage(root, envs[name], "dvc", "repro", "-q")
-            cv, train = _read(root, "cv"), _read(root, "train")
+            cv, train = _read(root, "cv"), _read(root, "train", "train_folds")
             rows[name] = {
                 **SETTINGS[name], "cv_accuracy": cv["accuracy"], "cv_log_loss": cv["log_loss"],
                 "leaderboard": _read(root, "leaderboard"), "train_stage_s": train["seconds"],

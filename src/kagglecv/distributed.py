@@ -89,6 +89,16 @@ def wrap(trainer) -> None:
     trainer.all_reduce = all_reduce
 
 
+def max_over_processes(value: float) -> float:
+    """The largest of every process's `value`, so that all of them take the same decision from it."""
+    if not dist.is_initialized():
+        return value
+    device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+    t = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return float(t.item())
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

@@ -202,14 +202,18 @@ def predict_views(
 ) -> np.ndarray:  # fmt: skip
     """Softmax probabilities (V, N, num_classes), float32, per view of `views`, in the order of `batches`."""
     model.eval()
-    out: list[list[torch.Tensor]] = [[] for _ in views]
+    out: np.ndarray | None = None  # (V, capacity, K), allocated once: no small long-lived buffers between batches
+    n = 0
     for images, _ in batches:
         x = to_input(images, mean, std, precision)
         for v, view in enumerate(views):
             with torch.autocast(precision.device.type, dtype=precision.amp_dtype, enabled=precision.amp_dtype is not None):
                 logits = model(apply_view(x, view))
-            out[v].append(torch.softmax(logits.float(), dim=1).cpu())
-    return torch.stack([torch.cat(parts) for parts in out]).numpy()
+            if out is None:  # every batch is at most this large, and there are len(batches) of them
+                out = np.empty((len(views), len(batches) * len(x), logits.shape[1]), np.float32)
+            out[v, n : n + len(x)] = torch.softmax(logits.float(), dim=1).cpu().numpy()
+        n += len(x)
+    return out[:, :n].copy() if out is not None else np.zeros((len(views), 0, 0), np.float32)
 
 
 def predict_probs(

@@ -1,11 +1,18 @@
-"""Submissions shaped by the competition's own sample submission, and scored like a leaderboard.
+"""Submissions shaped by the competition's own sample submission, checked, and scored like a leaderboard.
 
 The sample submission decides everything: the id column's name, the ids' text and order, and
 whether the answer is one label column or one probability column per class.
+
+`python -m kagglecv.submission check FILE [--sample S]` (or `kagglecv-check FILE`) checks a
+submission file against the sample submission, listing every problem, one line each; `predict`
+runs the same checker on what it is about to write.
 """
 
 from __future__ import annotations
 
+import argparse
+import sys
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +20,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, log_loss
 
+from kagglecv.submission_check import SubmissionCheck, check_submission, check_submission_text
+
 PROB_EPS = 1e-15  # log-loss competitions clip to [eps, 1 - eps]
+SHOWN_PER_KIND = 10  # problem lines printed per kind before "... and N more" (--all prints every one)
 
 
 class SubmissionError(ValueError):
@@ -107,3 +117,100 @@ def score_submission(submission: pd.DataFrame, solution_path: Path) -> dict[str,
     probs = submission[answer_columns].to_numpy(float)
     probs = probs / probs.sum(1, keepdims=True)
     return {"log_loss": float(log_loss(true, probs, labels=answer_columns))}
+
+
+def render_submission(frame: pd.DataFrame, sample: SampleSubmission, classes: list[str]) -> str:
+    """`frame` as the CSV text to upload, once the checker passes it; every writer of a submission goes
+    through here, so a file that fails the check is never written."""
+    text = frame.to_csv(index=False, lineterminator="\n")
+    check = check_submission_text(text, sample, classes)
+    if not check.ok:
+        shown = "\n".join(f"  - {p}" for p in check.problems[:SHOWN_PER_KIND])
+        raise SubmissionError(f"the new submission fails its check ({len(check.problems)} problem(s)):\n{shown}")
+    return text
+
+
+def read_reference(
+    sample_path: Path | None, raw_dir: Path = Path("data/raw"), folds_path: Path = Path("data/folds.csv")
+) -> tuple[SampleSubmission, list[str] | None]:
+    """The sample submission (`sample_path`, or the competition's in `raw_dir`) and the training classes
+    (from `folds_path`, or else the competition's training labels; None when neither is there)."""
+    from kagglecv.data import CompetitionError, read_competition, read_folds, sort_labels
+    from kagglecv.params import PARAMS_FILE, load_params
+
+    competition = None
+    if sample_path is None or not folds_path.exists():
+        layout = load_params(PARAMS_FILE, check_names=False).data.layout if PARAMS_FILE.exists() else "auto"
+        try:
+            competition = read_competition(raw_dir, layout, check_images=False)
+        except CompetitionError as err:
+            if sample_path is None:
+                raise SubmissionError(f"no sample submission to check against ({err}); pass --sample FILE") from None
+    sample = read_sample_submission(sample_path or competition.sample_submission)
+    if folds_path.exists():
+        return sample, sort_labels(read_folds(folds_path)["label"].tolist())
+    return sample, competition.classes if competition is not None else None
+
+
+def print_check(check: SubmissionCheck, path: Path, sample: SampleSubmission, *, show_all: bool = False) -> int:
+    """One line per problem (at most `SHOWN_PER_KIND` of a kind unless `show_all`), then FAILED or OK
+    with the counts; returns the exit status: 1 when there is a problem, else 0."""
+    shown: Counter[str] = Counter()
+    for problem in check.problems:
+        shown[problem.kind] += 1
+        if show_all or shown[problem.kind] <= SHOWN_PER_KIND:
+            print(f"{path}: {problem}")
+    for kind, n in shown.items():
+        if not show_all and n > SHOWN_PER_KIND:
+            print(f"{path}: ... and {n - SHOWN_PER_KIND} more {kind} problems (--all lists every one)")
+    for note in check.notes:
+        print(f"{path}: note: {note}")
+    if check.problems:
+        kinds = ", ".join(f"{kind} {n}" for kind, n in shown.items())
+        print(f"FAILED {path}: {len(check.problems)} problem(s) ({kinds}) against {sample.path}")
+        return 1
+    if sample.kind == "probs":
+        answers = f"{len(sample.columns) - 1} probabilities summing to 1"
+    else:
+        answers = f"labels among the {check.classes} training classes" if check.classes else "one label each"
+    print(f"OK {path}: {check.rows} rows, the {len(sample.ids)} ids of {sample.path}, {answers}")
+    return 0
+
+
+def _add_check_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, help="the submission CSV to check")
+    parser.add_argument("--sample", type=Path, help="sample submission (default: the competition's in data/raw)")
+    parser.add_argument("--all", action="store_true", help=f"list every problem, not {SHOWN_PER_KIND} of each kind")
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from kagglecv.data import CompetitionError
+    from kagglecv.params import ParamsError
+
+    try:
+        if not args.file.is_file():
+            raise SubmissionError(f"{args.file} not found")
+        sample, classes = read_reference(args.sample)
+    except (SubmissionError, CompetitionError, ParamsError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    return print_check(check_submission(args.file, sample, classes), args.file, sample, show_all=args.all)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m kagglecv.submission check FILE [--sample S] [--all]`: exit 0 OK, 1 problems, 2 cannot check."""
+    parser = argparse.ArgumentParser(prog="python -m kagglecv.submission", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    _add_check_arguments(commands.add_parser("check", help="check a submission file against the sample submission"))
+    return _run_check(parser.parse_args(argv))
+
+
+def check_main(argv: list[str] | None = None) -> int:
+    """The `kagglecv-check FILE [--sample S] [--all]` console script."""
+    parser = argparse.ArgumentParser(prog="kagglecv-check", description="Check a submission against the sample one.")
+    _add_check_arguments(parser)
+    return _run_check(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -3,7 +3,8 @@
 Reads params: `img_size`, `data.layout`, `data.channels` (to show the images); files:
 `predictions/oof.csv` (rows of fold -1, trained on but never validated, are left out), `data/raw/`.
 Writes: `metrics/cv.json` (`cv.accuracy`, `cv.macro_f1`,
-`cv.log_loss`, and the same per fold under `cv.folds.<k>`), `plots/confusion.csv` (one row per
+`cv.log_loss`: the headline `dvc exp show` lists first), `metrics/cv_folds.json` (the same per fold,
+under `cv.folds.<k>`), `plots/confusion.csv` (one row per
 image: actual, predicted; drawn by `dvc plots show` as a confusion matrix), `plots/confusion.png`
 and `plots/mistakes.png` (the most confident out-of-fold mistakes: image, true and predicted
 label, confidence).
@@ -25,7 +26,7 @@ from kagglecv.images import decode_set, resolve_sizes
 from kagglecv.params import Params, ParamsError, load_params
 from kagglecv.pictures import write_confusion_image, write_image_grid
 from kagglecv.runtime import main_of
-from kagglecv.stages.train import OOF_FILE
+from kagglecv.stages.train import FOLDS_METRICS_SUFFIX, OOF_FILE
 
 log = logging.getLogger("kagglecv.evaluate")
 
@@ -63,7 +64,8 @@ def run(
     confusion_image: Path | None = None,
     mistakes_image: Path | None = None,
 ) -> dict:
-    """Score the out-of-fold probabilities; draw the pictures whose paths are given (the mistakes need `params`)."""
+    """Score the out-of-fold probabilities (overall in `metrics_path`, per fold beside it, in `cv_folds.json`);
+    draw the pictures whose paths are given (the mistakes need `params`)."""
     if not oof_path.exists():
         raise CompetitionError(f"{oof_path} missing: run 'dvc repro train' first")
     oof = pd.read_csv(oof_path, dtype={"id": str, "label": str}, keep_default_na=False)
@@ -72,11 +74,12 @@ def run(
     classes = [c for c in oof.columns if c not in ("id", "label", "fold")]
     probs = oof[classes].to_numpy(np.float64)
     metrics = classification_metrics(oof["label"], probs, classes)
-    metrics["folds"] = {
+    per_fold = {
         str(k): classification_metrics(part["label"], part[classes].to_numpy(np.float64), classes)
         for k, part in oof.groupby("fold")
     }
     write_json(metrics_path, {"cv": metrics})
+    write_json(metrics_path.with_stem(metrics_path.stem + FOLDS_METRICS_SUFFIX), {"cv": {"folds": per_fold}})
     actual = np.array([classes.index(label) for label in oof["label"]])
     predicted = probs.argmax(1)
     write_csv(confusion_path, pd.DataFrame({"actual": oof["label"], "predicted": np.asarray(classes)[predicted]}))
@@ -88,7 +91,7 @@ def run(
         rows = oof.index.to_numpy()[worst]  # positions among all training images
         write_mistakes(mistakes_image, params, raw_dir, train_ids, rows, captions)
     log.info("cv accuracy %.4f  macro F1 %.4f  log loss %.4f", metrics["accuracy"], metrics["macro_f1"], metrics["log_loss"])
-    return metrics
+    return {**metrics, "folds": per_fold}
 
 
 def write_mistakes(

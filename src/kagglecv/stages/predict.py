@@ -7,7 +7,9 @@ label type), `predictions/test_probs.csv` (averaged class probabilities per test
 `predictions/test_views.npz` (`probs` (folds, views, N, classes) with `ids`, `classes`, `views`:
 every fold's and view's probabilities, to ensemble across experiments) and
 `metrics/leaderboard.json` (`leaderboard.accuracy` or `leaderboard.log_loss` where the
-competition has a `solution.csv`; empty otherwise).
+competition has a `solution.csv`; empty otherwise). The submission passes the submission checker
+(`kagglecv.submission_check`) before anything is written; one that fails it leaves every previous
+file in place.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from kagglecv.artifacts import atomic_path, write_csv, write_json
+from kagglecv.artifacts import atomic_path, write_csv, write_json, write_text
 from kagglecv.data import RAW_DIR, CompetitionError, read_competition
 from kagglecv.engine import Precision, predict_views, select_precision
 from kagglecv.loaders import eval_batches
@@ -30,7 +32,13 @@ from kagglecv.params import Params, ParamsError, load_params
 from kagglecv.progress import Tracked
 from kagglecv.runtime import main_of
 from kagglecv.stages.train import MODELS_DIR
-from kagglecv.submission import SubmissionError, make_submission, read_sample_submission, score_submission
+from kagglecv.submission import (
+    SubmissionError,
+    make_submission,
+    read_sample_submission,
+    render_submission,
+    score_submission,
+)
 from kagglecv.transforms import TransformError, build_transforms
 from kagglecv.tta import TTAError, parse_views
 
@@ -108,14 +116,15 @@ def run(
     probs = per_view.mean(axis=(0, 1))
     sample = read_sample_submission(competition.sample_submission)
     submission = make_submission(sample, competition.test_ids, probs, classes)
-    # Score before writing anything, so a failure leaves the previous submission and its score together.
+    # Check and score before writing anything, so a failure leaves the previous submission and its score together.
+    text = render_submission(submission, sample, classes)
     scores = score_submission(submission, competition.solution) if competition.solution else {}
     if views_path is not None:
         write_views(views_path, per_view, competition.test_ids, classes, views)
     frame = pd.DataFrame(probs, columns=classes)
     frame.insert(0, "id", competition.test_ids)
     write_csv(probs_path, frame, float_format="%.6g")
-    write_csv(submission_path, submission)
+    write_text(submission_path, text)
     write_json(metrics_path, {"leaderboard": scores})
     log.info("%d test predictions from %d folds x %d views -> %s %s", len(submission), len(checkpoints), len(views),
              submission_path, scores)  # fmt: skip

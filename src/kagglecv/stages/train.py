@@ -4,7 +4,13 @@ Reads params: the training knobs (`seed`, `model`, `pretrained`, `img_size`, `ep
 `augment`, `augment_test`, `tta`, `devices`, `data.layout`, `data.channels`); files: `data/raw/`,
 `data/folds.csv`. Writes: `models/fold<k>.pt` (self-describing checkpoints), `predictions/oof.csv`
 (out-of-fold class probabilities, averaged over the `tta` views), `dvclive/fold<k>/` (per-epoch
-curves), `plots/augmented.png` (a training batch after augmentation) and `metrics/train.json`.
+curves), `plots/augmented.png` (a training batch after augmentation), `metrics/train.json` (the
+headline `dvc exp show` lists: `train.minutes`, and the epoch plan: `train.epochs` each fold could
+train, `train.time_limit`, `train.cut`) and `metrics/train_folds.json` (per fold: epochs run, best
+epoch, validation accuracy, seconds, images/s).
+
+With `time_limit` (minutes) set, one epoch of fold 0 is timed first and every fold gets the same
+number of epochs that fits the budget (see `kagglecv.budget`).
 
 An interrupted run resumes: see `kagglecv.resume`. With `devices` > 1 the stage relaunches itself
 under torchrun and trains data-parallel (see `kagglecv.distributed`).
@@ -24,6 +30,7 @@ import pandas as pd
 from dvclive import Live
 from kagglecv import distributed
 from kagglecv.artifacts import write_checkpoint, write_csv, write_json
+from kagglecv.budget import plan_epochs
 from kagglecv.data import FOLDS_FILE, RAW_DIR, CompetitionError, read_competition, read_folds
 from kagglecv.batch_transforms import build_batch_transforms
 from kagglecv.engine import EpochLog, TrainingDiverged, select_precision
@@ -45,6 +52,7 @@ MODELS_DIR = Path("models")
 OOF_FILE = Path("predictions/oof.csv")
 LIVE_DIR = Path("dvclive")
 TRAIN_METRICS = Path("metrics/train.json")
+FOLDS_METRICS_SUFFIX = "_folds"  # metrics/train_folds.json: the per-fold detail, beside the headline file
 AUGMENTED_PLOT = Path("plots/augmented.png")
 STOP_AFTER_ENV = "KAGGLECV_STOP_AFTER"  # "fold:epochs", e.g. "0:2": interrupt there, as Ctrl-C would
 ONLY_FOLDS_ENV = "KAGGLECV_FOLDS"  # "0,2": train only these folds into the resume store, write no outputs
@@ -61,9 +69,11 @@ def run(
     augmented_path: Path | None = None,
     resume_dir: Path = RESUME_DIR,
 ) -> dict:
-    """Train every fold (resuming an interrupted run); return the summary written to `metrics_path`.
+    """Train every fold (resuming an interrupted run); return the summary written to `metrics_path` and,
+    per fold, beside it (`train_folds.json`).
 
     `augmented_path`: where to draw a batch of augmented training images (None: nowhere)."""
+    started = time.perf_counter()  # the time budget counts from here
     use_deterministic_algorithms(params.deterministic)
     competition = read_competition(raw_dir, params.data.layout)
     folds = read_folds(folds_path)
@@ -87,9 +97,10 @@ def run(
         write_augmented_grid(augmented_path, params, data, classes)
     oof = np.zeros((len(images), len(classes)), np.float32)
     summary: dict[str, dict] = {}
-    started = time.perf_counter()
-    clock = EtaClock(n_folds, params.epochs)
     only = _only_folds()
+    plan = plan_epochs(params, data, setup, folds=len(only) if only else n_folds, started=started, store=store)
+    params = dataclasses.replace(params, epochs=plan.epochs)  # every fold alike, so the CV stays comparable
+    clock = EtaClock(len(only) if only else n_folds, params.epochs)
     for fold in range(n_folds):
         if only is not None and fold not in only:
             continue
@@ -100,17 +111,21 @@ def run(
         if distributed.is_main():
             write_checkpoint(models_dir / f"fold{fold}.pt", _checkpoint(params, setup, classes, images, fold, result))
         summary[str(fold)] = _fold_summary(result)
-    totals = {"seconds": round(time.perf_counter() - started, 2), "img_size": img_size, "cache_size": cache_size}
+    seconds = time.perf_counter() - started
+    headline = {"minutes": round(seconds / 60, 2), **plan.summary(), "img_size": img_size, "cache_size": cache_size}
+    detail = {"seconds": round(seconds, 2), "epoch_seconds": plan.epoch_seconds, "folds": summary}
+    plan.warn_if_over(seconds)
     if only is not None:
         log.info("folds %s trained into %s; gather every fold's file there and run 'dvc repro'", sorted(only), store.dir)
-        return {"folds": summary, **totals}
+        return {**headline, **detail}
     if distributed.is_main():
         write_oof(oof_path, oof, classes, competition.train_ids, competition.train_labels, data.fold_of)
-        write_json(metrics_path, {"train": {**totals, "folds": summary}})
+        write_json(metrics_path, {"train": headline})
+        write_json(metrics_path.with_stem(metrics_path.stem + FOLDS_METRICS_SUFFIX), {"train": detail})
     distributed.barrier()  # every process is done with the resume state before it goes
     if distributed.is_main():
         store.clear()
-    return {"folds": summary, **totals}
+    return {**headline, **detail}
 
 
 def write_oof(

@@ -1,0 +1,34 @@
+"""Stage `check_params`: run the strict loader over the whole of `params.yaml` on every edit.
+
+Reads: `params.yaml`, all of it (dvc.yaml tracks the whole file, so an edit of a key that no other
+stage tracks, such as a misspelt `lrr: 0.1`, still reruns this stage and stops `dvc repro`).
+Writes nothing, and no stage reads anything of it, so it reruns alone and costs a fraction of a
+second. It imports the loader only (no torch), and so leaves the two checks that need timm or
+albumentations, the `model` name and the `augment`/`augment_test` transforms, to `train`, which
+tracks those keys and runs the full loader when they change.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from kagglecv.params import PARAMS_FILE, Params, ParamsError, load_params
+
+
+def run(path: Path = PARAMS_FILE) -> Params:
+    """Every key known, of its type and in range; raises `ParamsError` listing each problem."""
+    return load_params(path, check_names=False)
+
+
+def main() -> None:
+    try:
+        run()
+    except ParamsError as err:
+        print(f"error: {err}", file=sys.stderr)  # as every stage's main reports it (runtime.main_of imports torch)
+        raise SystemExit(1) from None
+    print(f"{PARAMS_FILE}: every key known, typed and in range")
+
+
+if __name__ == "__main__":
+    main()
