@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import mmap
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -136,6 +137,15 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     mean = counts @ values / n
     var = np.maximum(counts @ values**2 / n - mean**2, 0.0)
     return mean.tolist(), np.maximum(np.sqrt(var), 1e-3).tolist()
+
+
+def release_pages(images: np.ndarray) -> None:
+    """Unmap the pages of a memory-mapped set this process has read (they stay in the page cache, so
+    the next read is a cheap minor fault): its resident memory then counts the batches in hand, not the
+    whole file. No-op for an array in memory."""
+    mapped = getattr(images, "_mmap", None)  # numpy.memmap's own mapping; None for views and plain arrays
+    if mapped is not None and hasattr(mmap, "MADV_DONTNEED"):
+        mapped.madvise(mmap.MADV_DONTNEED)
 
 
 def median_side(sizes: np.ndarray) -> int:

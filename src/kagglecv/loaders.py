@@ -27,9 +27,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from kagglecv.batch_transforms import build_batch_transforms, resize_batch
+from kagglecv.images import release_pages
 from kagglecv.transforms import ImageDataset, apply_transforms, build_transforms
 
 RESIDENT_SHARE = 0.25  # a training set up to this share of the GPU's memory is copied there once
+RELEASE_BYTES = 256 << 20  # after gathering this much from a memory-mapped set, unmap what was read
 
 BatchOp = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -86,9 +88,15 @@ class TensorBatches:
         n = len(self.rows)
         generator = torch.Generator().manual_seed(self.seed if self.seed is not None else 0)
         order = torch.randperm(n, generator=generator) if self.seed is not None else torch.arange(n)
+        image_bytes = int(np.prod(self.images.shape[1:]))
+        read = 0
         for i in range(len(self)):
             index = order[i * self.batch_size : (i + 1) * self.batch_size]
             rows = self.rows[index.numpy()]
+            read += len(rows) * image_bytes
+            if read >= RELEASE_BYTES:  # keep the resident set to the batches in hand, not the whole cache
+                release_pages(self.images)
+                read = 0
             if self.prepare is not None:
                 x = torch.from_numpy(self.prepare(np.asarray(self.images[rows]))).permute(0, 3, 1, 2).contiguous().to(self.device)
             else:
