@@ -74,3 +74,10 @@ def test_the_report_ends_with_the_exact_command_to_run():
     lines = report(result, Path("plots/lr_find.png")).splitlines()
     assert lines[0] == "lr_find: 3 steps on fold 0 from lr 1.0e-4; the loss diverged at lr 1.0e-2"
     assert lines[-1] == "dvc exp run -S lr=1.0e-4"
+
+
+def test_the_shipped_img_size_auto_is_resolved_as_the_train_stage_resolves_it(digits_raw, folds, tmp_path):
+    params = dataclasses.replace(PARAMS, img_size="auto", cache_size=0)  # 8x8 digits: auto gives 16 on a CPU
+    result = lr_find.run(params, raw_dir=digits_raw, folds_path=folds, plot_path=tmp_path / "lr.png", steps=5,
+                         start_lr=1e-4, end_lr=1e-2)  # fmt: skip
+    assert len(result.losses) == 5 and all(math.isfinite(loss) for loss in result.losses)

@@ -40,3 +40,12 @@ def test_one_optimisation_step_lowers_the_loss_on_a_fixed_batch(name):
     optimizer.step()
     after = torch.nn.functional.cross_entropy(model(x), y)
     assert after.item() < before.item()
+
+
+def test_kcv_cnn_widens_for_small_images_and_stays_lean_for_photos():
+    def first_width(img_size: int) -> int:
+        model = build_model(name="kcv_cnn", num_classes=3, in_chans=3, img_size=img_size)
+        return next(m for m in model.modules() if isinstance(m, torch.nn.Conv2d)).out_channels
+
+    assert first_width(16) == first_width(48) == 32
+    assert first_width(49) == first_width(128) == 16

@@ -40,7 +40,7 @@ from kagglecv.losses import inverse_frequency
 from kagglecv.models import ModelError, build_model
 from kagglecv.params import Params, ParamsError, load_params
 from kagglecv.runtime import main_of, seed_everything
-from kagglecv.stages.train import make_setup
+from kagglecv.stages.train import make_setup, with_sizes
 from kagglecv.transforms import TransformError, resolve_augment
 
 log = logging.getLogger("kagglecv.lr_find")
@@ -138,8 +138,9 @@ def run(params: Params, *, raw_dir: Path = RAW_DIR, folds_path: Path = FOLDS_FIL
         raise CompetitionError(f"{folds_path} does not match {raw_dir}: run 'dvc repro split' again")
     classes = competition.classes
     labels = np.array([classes.index(label) for label in competition.train_labels])
-    images = competition.train_images.load(img_size=params.img_size, channels=params.data.channels)
-    train = folds["fold"].to_numpy() != 0  # fold 0's training part (a holdout split's train-only rows too)
+    params = with_sizes(params, competition.train_images)
+    images = competition.train_images.load(img_size=params.cache_size, channels=params.data.channels)
+    train = np.flatnonzero(folds["fold"].to_numpy() != 0)  # fold 0's training part (a holdout split's train-only rows too)
     setup = make_setup(params, images, len(classes))
     seed_everything(params.seed)  # fold 0's initialisation, as the train stage draws it
     model = build_model(name=params.model, num_classes=len(classes), in_chans=images.shape[-1],
@@ -148,9 +149,9 @@ def run(params: Params, *, raw_dir: Path = RAW_DIR, folds_path: Path = FOLDS_FIL
                                  ema=False, compile=False)  # fmt: skip
     balanced = params.class_balance == "weights"
     weights = torch.from_numpy(inverse_frequency(labels[train], len(classes))) if balanced else None
-    batches = train_batches(images[train], labels[train], resolve_augment(params.augment, params.img_size),
-                            batch_size=params.batch_size, seed=params.seed, fold=0, num_workers=params.num_workers,
-                            loader=params.loader, device=setup.precision.device)  # fmt: skip
+    batches = train_batches(images, labels[train], resolve_augment(params.augment, params.img_size), rows=train,
+                            batch_size=params.batch_size, seed=params.seed, fold=0, size=params.img_size,
+                            num_workers=params.num_workers, loader=params.loader, device=setup.precision.device)  # fmt: skip
     trainer = build_trainer(model, config=config, precision=setup.precision, steps_per_epoch=len(batches(0)),
                             num_classes=len(classes), class_weights=weights)  # fmt: skip
     result = sweep(trainer, cycle_batches(batches), lr_steps(start_lr, end_lr, steps),

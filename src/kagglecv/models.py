@@ -24,9 +24,9 @@ class ModelError(ValueError):
     """`model` names no architecture in timm's registry, or `pretrained` no usable weights."""
 
 
-# Models of ours whose first layer depends on the image size (a flattened input).
-_TAKES_IMG_SIZE = {"softmax_regression", "mlp", "vgg_style"}
-_OURS = {"kcv_cnn", *_TAKES_IMG_SIZE}
+# Models of ours whose layers depend on the image size (a flattened input, or kcv_cnn's width).
+_TAKES_IMG_SIZE = {"kcv_cnn", "softmax_regression", "mlp", "vgg_style"}
+_OURS = set(_TAKES_IMG_SIZE)
 
 
 def _cfg(**kwargs) -> dict:
@@ -67,9 +67,17 @@ class _Classifier(nn.Module):
 
 
 @register_model
-def kcv_cnn(num_classes: int = 10, in_chans: int = 1, width: int = 16, drop_rate: float = 0.2, **_) -> nn.Module:
-    """Small, fast CNN: two Conv-BN-ReLU pairs per stage, two stages, global average pooling."""
-    w1, w2 = width, 2 * width
+def kcv_cnn(
+    num_classes: int = 10, in_chans: int = 1, img_size: int = 28, width: int = 0, drop_rate: float = 0.2, **_
+) -> nn.Module:
+    """Small, fast CNN: two Conv-BN-ReLU pairs per stage, two stages, global average pooling.
+
+    `width` 0: 32 filters in the first stage for images up to 48 px, 16 above. Small images are cheap
+    per pixel, and 16 filters underfit digits drawn in random colours (on 4,000 coloured MNIST digits
+    at 32 px, one fold: 0.969 with 16, 0.979 with 24, 0.983 with 32); at photo sizes 16 keep a CPU
+    epoch affordable (the cost grows with width squared)."""
+    w1 = width or (32 if img_size <= 48 else 16)
+    w2 = 2 * w1
     features = nn.Sequential(
         *_conv_bn_relu(in_chans, w1), *_conv_bn_relu(w1, w1), nn.MaxPool2d(2),
         *_conv_bn_relu(w1, w2), *_conv_bn_relu(w2, w2), nn.MaxPool2d(2),

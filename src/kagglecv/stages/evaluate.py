@@ -17,16 +17,15 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from sklearn.metrics import accuracy_score, f1_score, log_loss
 
 from kagglecv.artifacts import write_csv, write_json
 from kagglecv.data import RAW_DIR, TRAIN_ONLY_FOLD, CompetitionError, read_competition
-from kagglecv.images import decode_set, resolve_sizes
+from kagglecv.images import decode_set
 from kagglecv.params import Params, ParamsError, load_params
 from kagglecv.pictures import write_confusion_image, write_image_grid
 from kagglecv.runtime import main_of
-from kagglecv.stages.train import FOLDS_METRICS_SUFFIX, OOF_FILE
+from kagglecv.stages.train import FOLDS_METRICS_SUFFIX, OOF_FILE, with_sizes
 
 log = logging.getLogger("kagglecv.evaluate")
 
@@ -101,8 +100,7 @@ def write_mistakes(
     competition = read_competition(raw_dir, params.data.layout)
     if competition.train_ids != train_ids:
         raise CompetitionError(f"{OOF_FILE} does not match {raw_dir}: run 'dvc repro train' again")
-    device_type = "cuda" if torch.cuda.is_available() else "cpu"  # as train chose it
-    img_size, _ = resolve_sizes(params.img_size, params.cache_size, competition.train_images, device_type)
+    img_size = with_sizes(params, competition.train_images).img_size  # as train chose it
     shown = competition.train_images.select(rows.tolist())  # decode only the images drawn, in memory
     write_image_grid(path, decode_set(shown, img_size=img_size, channels=params.data.channels), captions)
 

@@ -31,7 +31,7 @@ from dvclive import Live
 from kagglecv import distributed
 from kagglecv.artifacts import write_checkpoint, write_csv, write_json
 from kagglecv.budget import plan_epochs
-from kagglecv.data import FOLDS_FILE, RAW_DIR, CompetitionError, read_competition, read_folds
+from kagglecv.data import FOLDS_FILE, RAW_DIR, CompetitionError, ImageSource, read_competition, read_folds
 from kagglecv.batch_transforms import build_batch_transforms
 from kagglecv.engine import EpochLog, TrainingDiverged, select_precision
 from kagglecv.folds import FoldData, TrainSetup, train_fold
@@ -81,10 +81,8 @@ def run(
         raise CompetitionError(f"{folds_path} does not match {raw_dir}: run 'dvc repro split' again")
     classes = competition.classes
     labels = np.array([classes.index(label) for label in competition.train_labels])
-    device = distributed.device_for(params.devices)
-    img_size, cache_size = resolve_sizes(params.img_size, params.cache_size, competition.train_images,
-                                         select_precision(params.amp, device).device.type)  # fmt: skip
-    params = dataclasses.replace(params, img_size=img_size, cache_size=cache_size)
+    params = with_sizes(params, competition.train_images)
+    img_size, cache_size = params.img_size, params.cache_size
     images = competition.train_images.load(img_size=cache_size, channels=params.data.channels)
     setup = make_setup(params, images, len(classes))
     spec = resolve_augment(params.augment, img_size)
@@ -157,6 +155,13 @@ def _fold_summary(result: dict) -> dict:
         "seconds": round(sum(e["seconds"] for e in history), 2),
         "images_per_s": round(float(np.median([e["images_per_s"] for e in history])), 1),
     }  # fmt: skip
+
+
+def with_sizes(params: Params, images: ImageSource) -> Params:
+    """`params` with `img_size` (`auto` chosen from `images` and the device) and `cache_size` as numbers."""
+    device = select_precision(params.amp, distributed.device_for(params.devices)).device
+    img_size, cache_size = resolve_sizes(params.img_size, params.cache_size, images, device.type)
+    return dataclasses.replace(params, img_size=img_size, cache_size=cache_size)
 
 
 def make_setup(params: Params, images: np.ndarray, num_classes: int) -> TrainSetup:
