@@ -41,3 +41,19 @@ def test_report_replaces_only_its_own_section(results, tmp_path):
 def test_naive_side_replays_the_configured_shift():
     assert bench.max_shift_of([{"Affine": {"translate_px": {"x": [-2, 2], "y": [-3, 3]}, "p": 1.0}}]) == 3
     assert bench.max_shift_of([{"HorizontalFlip": {"p": 0.5}}]) == 0
+
+
+@pytest.mark.slow
+def test_the_photo_workload_reports_decoding_training_and_memory(tmp_path):
+    from kagglecv import bench_photo
+
+    params = dataclasses.replace(load_params(REPO / "params.yaml"), batch_size=8)
+    r = bench_photo.run(params, n_images=48, size=96, img_size=32, repeats=1, steps=2, device="cpu")
+    for key in ("decode_images_per_s", "decode_one_core_images_per_s", "train_images_per_s", "compute_limit_images_per_s"):
+        assert r[key] > 0, key
+    assert r["decode_speedup"] == pytest.approx(r["decode_images_per_s"] / r["decode_one_core_images_per_s"], rel=0.02)
+    assert 0 < r["peak_rss_anon_mb"] <= r["peak_rss_mb"]
+    assert r["workload"]["img_size"] == 32 and r["workload"]["decoded_mb"] == pytest.approx(48 * 32 * 32 * 3 / 2**20, abs=0.1)
+    path = bench_photo.write_report(r, tmp_path / "photo.json", tmp_path / "BENCHMARKS.md")
+    assert json.loads(path.read_text())["decode_speedup"] == r["decode_speedup"]
+    assert "<!-- bench:photo-cpu -->" in (tmp_path / "BENCHMARKS.md").read_text()

@@ -35,7 +35,7 @@ from kagglecv.data import FOLDS_FILE, RAW_DIR, CompetitionError, ImageSource, re
 from kagglecv.batch_transforms import build_batch_transforms
 from kagglecv.engine import EpochLog, TrainingDiverged, select_precision
 from kagglecv.folds import FoldData, TrainSetup, train_fold
-from kagglecv.images import channel_stats, resolve_sizes
+from kagglecv.images import channel_stats, release_pages, resolve_sizes
 from kagglecv.loaders import resident
 from kagglecv.models import ModelError, build_model, model_stats
 from kagglecv.params import Params, ParamsError, load_params
@@ -89,6 +89,7 @@ def run(
     fast = params.loader != "dataloader" and build_batch_transforms(spec) is not None
     data = FoldData(images, labels, folds["fold"].to_numpy(), resident(images, setup.precision.device) if fast else None)
     store = ResumeStore(resume_key(dataclasses.asdict(params), images, labels, data.fold_of), resume_dir)
+    release_pages(images)  # the statistics and the key read every image; batches read only what they use
     n_folds = int(data.fold_of.max()) + 1
     _log_start(params, setup, images, len(classes), n_folds)
     if augmented_path is not None and distributed.is_main():
