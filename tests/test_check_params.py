@@ -60,7 +60,7 @@ def test_the_stage_imports_only_its_declared_deps_and_nothing_heavy() -> None:
     files, modules = json.loads(done.stdout)
     imported = {Path(f).relative_to(REPO).as_posix() for f in files if not f.endswith("__init__.py")}
     stage = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]["check_params"]
-    assert imported == set(stage["deps"])
+    assert imported <= set(stage["deps"])  # the deps also name what params.py imports inside a function
     assert not [m for m in modules if m.split(".")[0] in HEAVY]
 
 

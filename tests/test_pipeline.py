@@ -74,7 +74,7 @@ def test_metrics_have_the_documented_keys(trained):
     lb = json.loads(paths["lb"].read_text())["leaderboard"]
     assert 0.5 < lb["accuracy"] <= 1.0
     headline = json.loads(paths["train_metrics"].read_text())
-    assert list(headline) == ["train"] and list(headline["train"]) == ["minutes", "epochs", "time_limit", "cut"]
+    assert list(headline) == ["train"] and list(headline["train"]) == ["minutes", "epochs", "time_limit", "cut", "img_size", "cache_size"]
     assert headline["train"]["epochs"] == 2 and headline["train"]["cut"] is False and headline["train"]["minutes"] > 0
     detail = json.loads(paths["train_metrics"].with_name("train_folds.json").read_text())["train"]
     assert set(detail["folds"]) == {"0", "1"} and detail["folds"] == summary["folds"]
