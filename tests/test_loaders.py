@@ -65,6 +65,38 @@ def test_shifts_stay_in_range_and_match_albumentations_distribution():
             assert abs(a - b) < 5 * np.sqrt(0.8 / 15 / N), (dy, dx, a, b)
 
 
+@pytest.mark.parametrize(
+    "args", [{"scale": 0.8, "rotate": 20, "translate_px": {"x": [2, 2], "y": [-1, -1]}}, {"scale": {"x": 0.7, "y": 1.2}, "rotate": -30}]
+)
+def test_a_fixed_scale_and_rotation_warp_as_albumentations(args):
+    """Same geometry and sign conventions as albumentations' Affine: at most one grey level apart (rounding)."""
+    x = np.linspace(0, 3, 30)
+    images = (127 + 120 * np.sin(x[None, :, None] + 2 * x[:24, None, None] + np.arange(3))).astype(np.uint8)[None]
+    spec = [{"Affine": {**args, "p": 1.0}}]
+    ours = build_batch_transforms(spec)(torch.from_numpy(images.transpose(0, 3, 1, 2).copy()), torch.Generator())
+    theirs = build_transforms(spec=spec, seed=0)(image=images[0])["image"]
+    diff = np.abs(ours[0].numpy().transpose(1, 2, 0).astype(int) - theirs.astype(int))
+    assert diff.max() <= 1 and np.abs(theirs.astype(int) - images[0]).mean() > 10  # the warp moved pixels
+
+
+def test_rotations_match_albumentations_distribution():
+    images = np.zeros((N, 33, 33, 1), np.uint8)
+    images[:, 15:18, 27:30] = 255  # a blob 12 px right of the centre: its angle about the centre is the rotation
+    spec = [{"Affine": {"rotate": [-20, 20], "p": 0.7}}]
+
+    def angles(out: np.ndarray) -> np.ndarray:
+        weights = out.astype(float)
+        rows, cols = np.mgrid[:33, :33]
+        cy, cx = (weights * rows).sum((1, 2)) / weights.sum((1, 2)), (weights * cols).sum((1, 2)) / weights.sum((1, 2))
+        return np.degrees(np.arctan2(16 - cy, cx - 16))
+
+    for a in (angles(batch_outputs(spec, images)), angles(albumentations_outputs(spec, images))):
+        assert np.abs(a).max() < 20.5 and np.abs(a).max() > 19  # the range is reached, never exceeded
+        assert abs(np.mean(np.abs(a) < 0.01) - 0.3) < 4 * np.sqrt(0.21 / N)  # untouched: 1 - p
+        turned = np.abs(a[np.abs(a) >= 0.01])
+        assert abs(turned.mean() - 10) < 4 * 20 / np.sqrt(12 * len(turned))  # |uniform(-20, 20)| has mean 10
+
+
 @pytest.mark.parametrize("name,axis", [("HorizontalFlip", 1), ("VerticalFlip", 0)])
 def test_flips_happen_at_the_configured_rate(name, axis):
     images = np.zeros((N, 5, 5, 1), np.uint8)
@@ -80,7 +112,7 @@ def test_flips_happen_at_the_configured_rate(name, axis):
 
 def test_unsupported_transforms_fall_back_to_albumentations():
     assert build_batch_transforms([{"Rotate": {"limit": 10}}]) is None
-    assert build_batch_transforms([{"Affine": {"translate_px": 2, "rotate": 5}}]) is None
+    assert build_batch_transforms([{"Affine": {"translate_px": 2, "shear": 5}}]) is None
     loaders = train_batches(dot_images(10), np.zeros(10, int), [{"Rotate": {"limit": 10}}], batch_size=4, seed=0, fold=0)
     assert isinstance(loaders(0), torch.utils.data.DataLoader)
     fast = train_batches(dot_images(10), np.zeros(10, int), [{"HorizontalFlip": {}}], batch_size=4, seed=0, fold=0)

@@ -160,22 +160,67 @@ def _range(value: Any) -> tuple[int, int] | None:
     return None
 
 
+def affine(
+    scale_x: tuple[float, float], scale_y: tuple[float, float], rotate: tuple[float, float],
+    dx: tuple[int, int], dy: tuple[int, int], p: float,
+) -> BatchOp:
+    """albumentations' Affine (scale, then rotation about the centre, then a whole-pixel shift; bilinear,
+    zero fill) for a whole batch: each image's parameters drawn uniformly from the same ranges."""
+
+    def op(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        b, _, h, w = x.shape
+        mask = _apply_mask(p, b, generator)
+
+        def uniform(low_high: tuple[float, float]) -> torch.Tensor:
+            low, high = low_high
+            return low + (high - low) * torch.rand(b, generator=generator, dtype=torch.float64)
+
+        sx, sy = torch.where(mask, uniform(scale_x), 1.0), torch.where(mask, uniform(scale_y), 1.0)
+        angle = torch.deg2rad(torch.where(mask, uniform(rotate), 0.0))
+        tx = (torch.randint(dx[0], dx[1] + 1, (b,), generator=generator) * mask).double()
+        ty = (torch.randint(dy[0], dy[1] + 1, (b,), generator=generator) * mask).double()
+        # Output pixel -> input pixel, about the centre: inverse of (rotation @ scale), then undo the shift.
+        cos, sin = torch.cos(angle), torch.sin(angle)
+        m00, m01, m10, m11 = cos / sx, -sin / sx, sin / sy, cos / sy
+        ox, oy = -(m00 * tx + m01 * ty), -(m10 * tx + m11 * ty)
+        # The same map in grid_sample's coordinates (align_corners: -1 and 1 are the outer pixel centres).
+        wh, hh = (w - 1) / 2 or 1.0, (h - 1) / 2 or 1.0
+        theta = torch.stack([
+            torch.stack([m00, m01 * hh / wh, ox / wh], 1),
+            torch.stack([m10 * wh / hh, m11, oy / hh], 1),
+        ], 1).to(device=x.device, dtype=torch.float32)  # fmt: skip
+        grid = F.affine_grid(theta, [b, x.shape[1], h, w], align_corners=True)
+        out = F.grid_sample(x.float(), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
+        return torch.where(mask.to(x.device).view(-1, 1, 1, 1), out.round_().clamp_(0, 255).to(x.dtype), x)
+
+    return op
+
+
 def _affine(args: dict[str, Any]) -> BatchOp | None:
-    """Affine with integer `translate_px` only (the default scale, rotation and shear, zero fill)."""
-    if set(args) - {"translate_px", "p", "border_mode", "fill"} or args.get("fill", 0) != 0:
+    """Affine with `scale`, `rotate` and integer `translate_px` (no shear, bilinear, zero fill)."""
+    if set(args) - {"translate_px", "scale", "rotate", "p", "border_mode", "fill", "interpolation"}:
         return None
-    if args.get("border_mode", 0) != 0:  # cv2.BORDER_CONSTANT
-        return None
-    px = args.get("translate_px")
+    if args.get("fill", 0) != 0 or args.get("border_mode", 0) != 0 or args.get("interpolation", 1) != 1:
+        return None  # other than cv2.BORDER_CONSTANT with 0, cv2.INTER_LINEAR
+    px = args.get("translate_px", 0)
     if isinstance(px, dict):
         if set(px) - {"x", "y"}:
             return None
         dx, dy = _range(px.get("x", 0)), _range(px.get("y", 0))
     else:
         dx = dy = _range(px)
-    if dx is None or dy is None:
+    scale = args.get("scale", 1.0)
+    if isinstance(scale, dict):
+        sx, sy = _pair(scale.get("x"), (1.0, 1.0)), _pair(scale.get("y"), (1.0, 1.0))
+    else:
+        sx = sy = _pair(scale, (1.0, 1.0))
+    rotate = _pair(args.get("rotate"), (0.0, 0.0))
+    if None in (dx, dy, sx, sy, rotate):
         return None
-    return translate(dx, dy, float(args.get("p", 0.5)))
+    p = float(args.get("p", 0.5))
+    if sx == sy == (1.0, 1.0) and rotate == (0.0, 0.0):
+        return translate(dx, dy, p)  # whole-pixel shifts: exact, no resampling
+    return affine(sx, sy, rotate, dx, dy, p)
 
 
 _BUILDERS: dict[str, Callable[[dict[str, Any]], BatchOp | None]] = {
