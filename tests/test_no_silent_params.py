@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import yaml
 import torch
 
 from kagglecv import models
@@ -63,3 +64,26 @@ def test_own_models_table_gives_the_smallest_size_each_model_accepts(name: str) 
 
 def test_the_shipped_params_pass(tmp_path: Path) -> None:
     assert check_params.run(REPO / "params.yaml").model in check_params.OWN_MODELS
+
+
+def test_augment_names_are_checked_too(tmp_path: Path) -> None:
+    with pytest.raises(ParamsError, match=r"augment\[1\]: albumentations has no transform 'Afine'; closest: Affine"):
+        check_params.run(write(tmp_path, "augment:\n  - HorizontalFlip: {p: 0.5}\n  - Afine: {p: 1.0}\n"))
+
+
+def test_values_the_last_successful_train_ran_with_are_not_checked_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The heavy checks (timm, albumentations) run only for a model, img_size or pipeline train has not used."""
+    text = "model: resnet18\nimg_size: 8\naugment:\n  - HorizontalFlip: {p: 0.5}\n"
+    lock = {"stages": {"train": {"params": {"params.yaml": {
+        "model": "resnet18", "img_size": 8, "augment": [{"HorizontalFlip": {"p": 0.5}}], "seed": 1,
+    }}}}}  # fmt: skip
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump(lock))
+    checked = []
+    monkeypatch.setattr(check_params, "check_model", lambda params: checked.append("model") or [])
+    monkeypatch.setattr(check_params, "check_transforms", lambda key, spec: checked.append(key) or [])
+    check_params.run(write(tmp_path, text))
+    assert checked == []
+    check_params.run(write(tmp_path, text.replace("img_size: 8", "img_size: 16").replace("0.5", "0.25")))
+    assert checked == ["model", "augment"]

@@ -6,17 +6,21 @@ the first stage `dvc repro` runs, so a bad value stops the pipeline before DVC r
 of the stage that would have found it (the last good `models/`). Writes nothing.
 
 Checked: every key known, of its type and in range (the strict loader); the `tta` views; the
-`model` name and the smallest `img_size` it accepts. The project's own models are looked up in
-`OWN_MODELS`, without torch, so the stage costs a fraction of a second; any other model name is
-looked up in timm's registry and probed with a blank image (about 5 s of imports on a 2-core CPU).
-The `augment`/`augment_test` transform names need albumentations (about 4 s) and are left to
-`train`, which tracks those keys and runs the full loader when they change.
+`model` name and the smallest `img_size` it accepts; the `augment`/`augment_test` transforms. The
+project's own models are looked up in `OWN_MODELS`, without torch, so the stage costs a fraction
+of a second. The other checks need heavy imports: any other model name is looked up in timm's
+registry and probed with a blank image (about 5 s of imports on a 2-core CPU), the transforms are
+built with albumentations (about 4 s). They run only for values the last successful `train` did
+not run with (its params in `dvc.lock`), since `train` validated those with the same checks.
 """
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Any
+
+import yaml
 
 from kagglecv.params import PARAMS_FILE, Params, ParamsError, load_params
 from kagglecv.tta import TTAError, parse_views
@@ -31,15 +35,41 @@ def run(path: Path = PARAMS_FILE) -> Params:
     """Every key known, of its type and in range, the views and the model usable; raises `ParamsError`
     listing each problem."""
     params = load_params(path, check_names=False)
+    trained = trained_params(Path(path).with_name("dvc.lock"))
     errors = []
     try:
         parse_views(params.tta)
     except TTAError as err:
         errors.append(str(err))
-    errors += check_model(params)
+    if (params.model, params.img_size) != (trained.get("model"), trained.get("img_size")):
+        errors += check_model(params)
+    for key in ("augment", "augment_test"):
+        if getattr(params, key) not in ("auto", [], trained.get(key)):
+            errors += check_transforms(key, getattr(params, key))
     if errors:
         raise ParamsError(f"{path} has {len(errors)} problem(s):\n" + "\n".join(f"  - {e}" for e in errors))
     return params
+
+
+def trained_params(lock: Path) -> dict[str, Any]:
+    """The params the last successful `train` ran with, from `dvc.lock` ({} when there is none)."""
+    if not lock.is_file():
+        return {}
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    return stages.get("train", {}).get("params", {}).get("params.yaml", {}) or {}
+
+
+def check_transforms(key: str, spec: list) -> list[str]:
+    """Problems with each entry of an albumentations pipeline (`augment`, `augment_test`)."""
+    from kagglecv.transforms import TransformError, build_transforms  # albumentations: seconds of imports
+
+    errors = []
+    for i, entry in enumerate(spec):  # one at a time, so every bad entry is reported
+        try:
+            build_transforms(spec=[entry], seed=0, key=key)
+        except TransformError as err:
+            errors.append(str(err).replace(f"{key}[0]", f"{key}[{i}]", 1))
+    return errors
 
 
 def check_model(params: Params) -> list[str]:
