@@ -175,7 +175,7 @@ def test_the_console_script_kagglecv_check_runs_the_checker(workdir, capsys) -> 
 def test_every_problem_kind_has_a_test() -> None:
     tested = {
         "header", "id_column", "row_count", "duplicate_id", "missing_id", "extra_id", "empty_cell", "unknown_label",
-        "probability_range", "probability_sum", "not_a_number", "fields", "unreadable",
+        "label_type", "probability_range", "probability_sum", "not_a_number", "fields", "unreadable",
     }  # fmt: skip
     assert tested == set(PROBLEM_KINDS)
 

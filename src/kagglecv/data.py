@@ -52,7 +52,7 @@ class IngestProblem:
     file: str  # the image or CSV at fault, relative to the competition's folder
     id: str  # the image's id ('' for a file nothing refers to)
     problem: str
-    action: str = "stop"  # excluded (a training image left out) | stop | ignored
+    action: str = "stop"  # excluded (a training image left out) | stop | ignored | merged | converted (a label)
 
 
 @dataclass(frozen=True)
@@ -107,11 +107,17 @@ def read_ids(csv_path: Path) -> list[str]:
 
 
 def read_competition(
-    root: Path = RAW_DIR, layout: str = "auto", *, bad_images: str = "skip", check_images: bool = True
+    root: Path = RAW_DIR,
+    layout: str = "auto",
+    *,
+    bad_images: str = "skip",
+    check_images: bool = True,
+    similar_labels: str = "merge",
 ) -> Competition:
     """Read the competition under `root` in `layout` (auto: detected from the files) and run the ingest
     checks (`kagglecv.ingest`): unusable training images are left out (`bad_images: skip`) or stop it
-    (`stop`), a problem with the test set always does. `check_images` False skips decoding the images."""
+    (`stop`), a problem with the test set always does; labels that differ only in case or whitespace
+    are merged (`similar_labels: merge`) or stop it. `check_images` False skips decoding the images."""
     from kagglecv.ingest import inspect_competition  # builds on this module's types, as do the readers
     from kagglecv.layouts import LAYOUTS, detect_layout
 
@@ -120,7 +126,9 @@ def read_competition(
     name = detect_layout(root) if layout == "auto" else layout
     if name not in LAYOUTS:
         raise CompetitionError(f"data.layout: {name!r} is not supported; choose one of auto, {', '.join(LAYOUTS)}")
-    return inspect_competition(LAYOUTS[name](root), bad_images=bad_images, check_images=check_images)
+    return inspect_competition(
+        LAYOUTS[name](root), bad_images=bad_images, check_images=check_images, similar_labels=similar_labels
+    )
 
 
 def read_folds(path: Path = FOLDS_FILE) -> pd.DataFrame:

@@ -11,6 +11,12 @@ uses, with its problems listed (`Competition.problems`, written by `split` to
   test image that cannot be read: the stage stops, since every test id needs a prediction;
 - an image file no CSV refers to: noted, nothing else.
 
+Labels are read in one form whatever the files' spelling: surrounding whitespace stripped, Unicode
+NFC, integral decimals as the integers they are when every label is one (`1.0` -> `1`, as pandas
+writes an integer column that held a gap). Labels that differ only in case or whitespace (`zero `,
+`Zero`, `zero`) are listed in the report and merged into their most common spelling
+(`data.similar_labels: merge`) or stop the stage (`stop`).
+
 An image is checked by decoding it completely with Pillow (which, unlike OpenCV, refuses a truncated
 JPEG); the verdicts are cached in `data/cache/` per set of files, so later stages do not decode again.
 """
@@ -23,6 +29,9 @@ import json
 import logging
 import math
 import os
+import re
+import unicodedata
+from collections import Counter
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -38,6 +47,7 @@ from kagglecv.progress import Progress
 log = logging.getLogger("kagglecv.ingest")
 
 SHOWN = 3  # problems quoted in an error message; the report lists them all
+_INTEGRAL_DECIMAL = re.compile(r"^[+-]?\d+(\.0*)?$")  # 7, 7.0, 7.
 
 
 class IngestError(CompetitionError):
@@ -83,6 +93,54 @@ def find_bad_images(paths: Sequence[Path], cache_dir: Path | None) -> dict[int, 
     if cached is not None:
         write_json(cached, {str(i): reason for i, reason in bad.items()})
     return bad
+
+
+def _integral(labels: list[str]) -> list[str] | None:
+    """`labels` with integral decimals as integers ('1.0' -> '1'), when every label is an integer and one
+    at least is written as a decimal; else None."""
+    if not labels or not all(_INTEGRAL_DECIMAL.match(label) for label in labels):
+        return None
+    if not any("." in label for label in labels):
+        return None
+    return [label.split(".")[0] for label in labels]
+
+
+def normalise_labels(
+    labels: Sequence[object], file: str, similar_labels: str = "merge"
+) -> tuple[list[object], list[IngestProblem]]:
+    """`labels` in one form (see the module docstring) and the findings; empty labels stay as they are.
+    Raises `IngestError` for labels that differ only in case or whitespace when `similar_labels` is stop."""
+    text = [unicodedata.normalize("NFC", label) for label in labels if isinstance(label, str) and label.strip()]
+    spellings: dict[str, Counter[str]] = {}  # case- and whitespace-blind key -> spelling -> count
+    for label in text:
+        spellings.setdefault(" ".join(label.split()).casefold(), Counter())[label] += 1
+    canonical, problems = {}, []
+    action = "merged" if similar_labels == "merge" else "stop"
+    for group in spellings.values():
+        stripped = Counter()
+        for spelling, n in group.items():
+            stripped[spelling.strip()] += n
+        chosen = min(stripped, key=lambda s: (-stripped[s], s))  # the most common spelling, without the margins
+        for spelling, n in sorted(group.items()):
+            canonical[spelling] = chosen
+            if len(group) > 1 and spelling != chosen:
+                why = f"label {spelling!r} ({n} rows) differs from {chosen!r} only in case or whitespace"
+                problems.append(IngestProblem("train", file, "", why, action))
+    if problems and similar_labels == "stop":
+        raise IngestError(
+            f"{len(problems)} label spelling(s) differ from another only in case or whitespace and "
+            f"data.similar_labels is stop: {_describe(problems)}; fix {file}, or set data.similar_labels: merge",
+            problems,
+        )
+    out = [canonical[unicodedata.normalize("NFC", x)] if isinstance(x, str) and x.strip() else x for x in labels]
+    integral = _integral([x for x in out if isinstance(x, str) and x.strip()])
+    if integral is not None:
+        as_int = dict(zip([x for x in out if isinstance(x, str) and x.strip()], integral))
+        out = [as_int.get(x, x) if isinstance(x, str) else x for x in out]
+        example = next(x for x in as_int if "." in x)
+        why = f"labels written as decimals (e.g. {example!r}) read as the integers they are ({as_int[example]!r})"
+        problems.append(IngestProblem("train", file, "", why, "converted"))
+    return out, problems
 
 
 def _is_empty(label: object) -> bool:
@@ -155,17 +213,20 @@ def _describe(problems: Sequence[IngestProblem]) -> str:
 
 
 def inspect_competition(
-    competition: Competition, *, bad_images: str = "skip", check_images: bool = True
+    competition: Competition, *, bad_images: str = "skip", check_images: bool = True, similar_labels: str = "merge"
 ) -> Competition:
-    """`competition` without its unusable training rows, `problems` listing every finding; raises
-    `IngestError` for a problem with the test set, or an unusable training image under `bad_images: stop`."""
-    c = competition
+    """`competition` without its unusable training rows, its labels in one form, `problems` listing every
+    finding; raises `IngestError` for a problem with the test set, an unusable training image under
+    `bad_images: stop`, or labels that differ only in case or whitespace under `similar_labels: stop`."""
+    listing = _file(competition, competition.labels_file) if competition.labels_file else "training files"
+    labels, label_problems = normalise_labels(competition.train_labels, listing, similar_labels)
+    c = dataclasses.replace(competition, train_labels=labels)
     train_found = _train_problems(c, check_images)
     action = "excluded" if bad_images == "skip" else "stop"
     train = [IngestProblem("train", file, c.train_ids[i], why, action) for i, (file, why) in train_found.items()]
     test = _test_problems(c, check_images)
     noted = [IngestProblem("unused", _file(c, p), "", "no CSV refers to this image", "ignored") for p in c.unreferenced]
-    problems = train + test + noted
+    problems = label_problems + train + test + noted
     if test:
         raise IngestError(
             f"{len(test)} problem(s) with the test set, where every id needs a prediction: {_describe(test)}; "

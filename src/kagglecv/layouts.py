@@ -8,11 +8,14 @@
 
 Training ids are the labels CSV's ids, or else the image's path relative to the competition root
 (`train/Black-grass/0050f38b3.png`), which stays unique across folders. Test ids are the sample
-submission's, matched to the files in `test/` by name or stem.
+submission's, matched to the files in `test/` by name or stem, or to the rows of a pixel CSV's
+`test.csv` by its id column (named like the sample's, or id, ImageId); only a `test.csv` without
+one is paired with the sample submission by row position, and the log says so.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections.abc import Callable
@@ -34,8 +37,11 @@ from kagglecv.images import ArrayImages, FileImages
 
 TRAIN_DIRS = ("train", "training", "images")
 VALID_DIRS = ("valid", "validation")
+ID_COLUMNS = ("id", "imageid", "image_id")  # besides the sample submission's own id column, any case
 LABEL_COLUMNS = ("label", "labels", "class", "category", "breed", "species", "target")
 _LABEL_IN_NAME = re.compile(r"^(?P<label>.+)_(?P<n>\d+)$")  # <label>_<n>, the stem of e.g. 3_127.jpg
+
+log = logging.getLogger("kagglecv.layouts")
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -144,6 +150,7 @@ def read_pixel_csv(root: Path) -> Competition:
         raise CompetitionError(
             f"{sample}: {len(test_ids)} ids but {test_path} has {len(test)} rows; each id needs its test image"
         )
+    test, unmatched = _test_rows_by_id(test, test_path, sample, test_ids)
     train_columns, test_columns = _pixel_columns(train, train_path), _pixel_columns(test, test_path)
     return Competition(
         root=root,
@@ -156,8 +163,34 @@ def read_pixel_csv(root: Path) -> Competition:
         test_images=ArrayImages(pixels_to_images(test.fillna(0), test_columns, test_path)),
         labels_file=train_path,
         unusable_train=_missing_pixels(train, train_columns),
-        unusable_test=_missing_pixels(test, test_columns),
+        unusable_test={**_missing_pixels(test, test_columns), **unmatched},
     )
+
+
+def _test_rows_by_id(
+    test: pd.DataFrame, test_path: Path, sample: Path, test_ids: list[str]
+) -> tuple[pd.DataFrame, dict[int, str]]:
+    """test.csv's rows in the sample submission's id order, matched by test.csv's id column, with
+    sample row -> why for ids no row carries; without an id column, the rows as they are."""
+    sample_id = pd.read_csv(sample, nrows=0).columns[0]
+    names = {str(sample_id).lower(), *ID_COLUMNS}
+    column = next((c for c in test.columns if str(c).lower() in names), None)
+    if column is None:
+        log.info("%s has no id column: its rows are paired with the ids of %s by position", test_path.name, sample.name)
+        return test, {}
+    file_ids = pd.read_csv(test_path, usecols=[column], dtype=str, keep_default_na=False)[column].str.strip()
+    repeated = file_ids[file_ids.duplicated()].tolist()
+    if repeated:
+        raise CompetitionError(f"{test_path}: its id column {column!r} repeats ids, e.g. {repeated[:3]}")
+    row_of = {test_id: row for row, test_id in enumerate(file_ids)}
+    rows = [row_of.get(test_id.strip(), 0) for test_id in test_ids]  # row 0 stands in for a missing id, never used
+    missing = {
+        k: f"no row of {test_path.name} has id {test_id!r} (column {column!r})"
+        for k, test_id in enumerate(test_ids)
+        if test_id.strip() not in row_of
+    }
+    log.info("%s: rows matched to the ids of %s by its id column %r", test_path.name, sample.name, column)
+    return test.iloc[rows].reset_index(drop=True), missing
 
 
 def _missing_pixels(frame: pd.DataFrame, columns: list[str]) -> dict[int, str]:

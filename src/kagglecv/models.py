@@ -140,7 +140,8 @@ def build_model(*, name: str, num_classes: int, in_chans: int, img_size: int, pr
     """
     if not timm.is_model(name):
         close = difflib.get_close_matches(name, timm.list_models(), n=5)
-        raise ModelError(f"model: unknown model {name!r}; closest names in timm's registry: {', '.join(close)}")
+        hint = f"; closest names in timm's registry: {', '.join(close)}" if close else ""
+        raise ModelError(f"model: unknown model {name!r}{hint}")
     kwargs = {"num_classes": num_classes, "in_chans": in_chans, **({"img_size": img_size} if name in _TAKES_IMG_SIZE else {})}
     if not pretrained:
         return timm.create_model(name, pretrained=False, **kwargs)

@@ -43,6 +43,7 @@ class DataParams:
     solution: str = ""  # optional CSV of the test part's true labels (id, label), copied in as solution.csv
     valid_split: Literal["merge", "holdout"] = "merge"  # a shipped valid/ folder: into the k folds, or the one fold
     bad_images: Literal["skip", "stop"] = "skip"  # unusable training images: left out (listed), or stop `split`
+    similar_labels: Literal["merge", "stop"] = "merge"  # labels differing only in case or whitespace
 
 
 Augment = list[dict[str, dict[str, Any]]]  # albumentations: [{TransformName: {argument: value}}, ...]

@@ -1,7 +1,8 @@
 """Submissions shaped by the competition's own sample submission, checked, and scored like a leaderboard.
 
-The sample submission decides everything: the id column's name, the ids' text and order, and
-whether the answer is one label column or one probability column per class.
+The sample submission decides everything: the id column's name, the ids' text and order,
+whether the answer is one label column or one probability column per class, and the labels' type:
+against a sample whose labels are integers, a label the training files wrote as 1.0 is written 1.
 
 `python -m kagglecv.submission check FILE [--sample S]` (or `kagglecv-check FILE`) checks a
 submission file against the sample submission, listing every problem, one line each; `predict`
@@ -20,9 +21,16 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, log_loss
 
-from kagglecv.submission_check import SubmissionCheck, check_submission, check_submission_text
+from kagglecv.submission_check import (
+    INTEGER,
+    INTEGRAL_DECIMAL,
+    SubmissionCheck,
+    check_submission,
+    check_submission_text,
+)
 
 PROB_EPS = 1e-15  # log-loss competitions clip to [eps, 1 - eps]
+SHIFT_FLOOR = 0.1  # a total variation distance of predicted class shares below this is never implausible
 SHOWN_PER_KIND = 10  # problem lines printed per kind before "... and N more" (--all prints every one)
 
 
@@ -35,6 +43,12 @@ class SampleSubmission:
     path: Path
     columns: list[str]
     ids: list[str]  # as text, in the file's order
+    answers: tuple[str, ...] = ()  # the first answer column, as text: the labels' type and spelling
+
+    @property
+    def integer_labels(self) -> bool:
+        """The sample's labels are integers (7, not 7.0 or seven)."""
+        return self.kind == "label" and bool(self.answers) and all(INTEGER.match(a) for a in self.answers)
 
     @property
     def id_column(self) -> str:
@@ -50,7 +64,8 @@ def read_sample_submission(path: Path) -> SampleSubmission:
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     if frame.shape[1] < 2:
         raise SubmissionError(f"{path}: a sample submission needs an id column and at least one answer column")
-    return SampleSubmission(path=path, columns=list(frame.columns), ids=frame.iloc[:, 0].tolist())
+    answers = tuple(frame.iloc[:, 1].str.strip())
+    return SampleSubmission(path=path, columns=list(frame.columns), ids=frame.iloc[:, 0].tolist(), answers=answers)
 
 
 def make_submission(
@@ -64,7 +79,8 @@ def make_submission(
     probs = probs[[position[i] for i in sample.ids]]
     frame = pd.DataFrame({sample.id_column: sample.ids})
     if sample.kind == "label":
-        frame[sample.columns[1]] = [classes[k] for k in probs.argmax(1)]
+        spelled = [_like_sample(c, sample) for c in classes]
+        frame[sample.columns[1]] = [spelled[k] for k in probs.argmax(1)]
         return frame
     unknown = [c for c in sample.columns[1:] if c not in classes]
     if unknown:
@@ -74,6 +90,27 @@ def make_submission(
     for column in sample.columns[1:]:
         frame[column] = clipped[:, classes.index(column)]
     return frame
+
+
+def _like_sample(label: str, sample: SampleSubmission) -> str:
+    """`label` in the sample's type: an integral decimal ('1.0') as an integer where the sample's labels are."""
+    if sample.integer_labels and INTEGRAL_DECIMAL.match(label):
+        return label.split(".")[0]
+    return label
+
+
+def class_shift(probs: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """How far the predicted classes of `probs` (N, K) lie from the class shares `reference` (K,): the total
+    variation distance of the shares, and the largest distance chance plausibly gives for N images.
+
+    The limit is three times the distance expected from drawing N images from `reference` (each share's
+    binomial spread), and at least `SHIFT_FLOOR`; a distance above it points at mismatched ids or classes."""
+    n, k = probs.shape
+    shares = np.bincount(probs.argmax(1), minlength=k) / max(n, 1)
+    reference = reference / reference.sum()
+    distance = 0.5 * float(np.abs(shares - reference).sum())
+    chance = 0.5 * float(np.sqrt(2 * reference * (1 - reference) / (np.pi * max(n, 1))).sum())
+    return distance, max(SHIFT_FLOOR, 3 * chance)
 
 
 def read_solution(path: Path, id_column: str, answer_columns: list[str]) -> pd.Series:

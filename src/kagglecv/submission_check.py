@@ -1,7 +1,8 @@
 """The submission checker: every problem of a submission file against the sample submission, one per line.
 
 Checked: the header and its id column, the row count, duplicate, missing and extra ids, empty
-cells, and each answer: a label among the training classes, or probabilities that are numbers in
+cells, and each answer: a label among the training classes (and an integer where the sample's
+labels are), or probabilities that are numbers in
 [0, 1] summing to 1 per row. `kagglecv.submission` runs it from the command line and before
 `predict` writes a submission.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +22,10 @@ if TYPE_CHECKING:  # only for annotations: kagglecv.submission imports this modu
     from kagglecv.submission import SampleSubmission
 
 SUM_TOLERANCE = 1e-3  # a row of probabilities may sum to 1 +- this (values rounded in the CSV)
+INTEGER = re.compile(r"^[+-]?\d+$")  # the sample's labels are integers when each matches
+INTEGRAL_DECIMAL = re.compile(r"^[+-]?\d+\.0*$")  # 1.0, 1.: an integer written as a decimal
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with a submission file, at `where`: 'line N' of the file, an id, or 'file'."""
@@ -34,7 +40,7 @@ class Problem:
 
 PROBLEM_KINDS = (
     "unreadable", "header", "id_column", "fields", "row_count", "duplicate_id", "missing_id", "extra_id",
-    "empty_cell", "unknown_label", "not_a_number", "probability_range", "probability_sum",
+    "empty_cell", "unknown_label", "label_type", "not_a_number", "probability_range", "probability_sum",
 )  # fmt: skip
 
 
@@ -95,7 +101,7 @@ def check_submission_text(text: str, sample: SampleSubmission, classes: list[str
             check.add("fields", f"line {line}", f"{len(row)} fields; the header has {len(header)}")
     _check_ids(rows, sample, check)
     if sample.kind == "label":
-        _check_labels(complete, columns, classes, check)
+        _check_labels(complete, columns, classes, check, integers=sample.integer_labels)
     else:
         _check_probabilities(complete, columns, len(columns) == len(sample.columns) - 1, check)
     return check
@@ -139,16 +145,28 @@ def _check_ids(rows: list[tuple[int, list[str]]], sample: SampleSubmission, chec
 
 
 def _check_labels(
-    rows: list[tuple[int, list[str]]], columns: dict[str, int], classes: list[str] | None, check: SubmissionCheck
+    rows: list[tuple[int, list[str]]],
+    columns: dict[str, int],
+    classes: list[str] | None,
+    check: SubmissionCheck,
+    *,
+    integers: bool = False,
 ) -> None:
+    """Each label non-empty, a training class, and not written as a decimal when `integers` (the sample's
+    labels are integers)."""
     if classes is None:
         check.notes.append("unknown labels not checked: no training classes (no data/folds.csv, no training labels)")
     known = set(classes or ())
     check.classes = len(known)
+    if integers:  # a class the training files wrote as 1.0 is submitted as 1
+        known |= {c.split(".")[0] for c in known if INTEGRAL_DECIMAL.match(c)}
     for name, k in columns.items():
         for line, row in rows:
             if row[k] == "":
                 check.add("empty_cell", f"line {line}", f"column {name!r} is empty")
+            elif integers and INTEGRAL_DECIMAL.match(row[k]):
+                wrong = f"label {row[k]!r} is a decimal; the sample's labels are integers ({row[k].split('.')[0]})"
+                check.add("label_type", f"line {line}", wrong)
             elif classes is not None and row[k] not in known:
                 shown = ", ".join(classes[:10]) + (", …" if len(classes) > 10 else "")
                 check.add("unknown_label", f"line {line}", f"label {row[k]!r} is not a training class ({shown})")

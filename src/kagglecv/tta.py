@@ -8,9 +8,10 @@ border filled with zeros, i.e. the mean colour after normalisation).
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
-import torch
-import torch.nn.functional as F
+if TYPE_CHECKING:  # torch is imported where a view is applied, so `check_params` checks `tta:` without it
+    import torch
 
 IDENTITY = "identity"
 _SHIFT = re.compile(r"^shift:(-?\d+):(-?\d+)$")
@@ -39,6 +40,8 @@ def apply_view(x: torch.Tensor, view: str) -> torch.Tensor:
     match = _SHIFT.match(view)
     if match is None:
         raise TTAError(f"tta: unknown view {view!r}")
+    import torch.nn.functional as F
+
     dx, dy = int(match[1]), int(match[2])
     h, w = x.shape[-2:]
     padded = F.pad(x, (max(dx, 0), max(-dx, 0), max(dy, 0), max(-dy, 0)))  # (left, right, top, bottom)

@@ -10,12 +10,19 @@ every fold's and view's probabilities, to ensemble across experiments) and
 competition has a `solution.csv`; empty otherwise). The submission passes the submission checker
 (`kagglecv.submission_check`) before anything is written; one that fails it leaves every previous
 file in place.
+
+Before writing, the test predictions' class shares are compared with the training labels' and with
+the out-of-fold predictions' (`predictions/oof.csv`, beside `test_probs.csv`, when there):
+`metrics/predict.json` records the larger total variation distance as `predict.distribution_shift`,
+and the log warns when it is implausible for a test set of that size, a sign of mismatched ids or
+classes that shows even without a solution file.
 """
 
 from __future__ import annotations
 
 import logging
 import pickle
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,9 +38,10 @@ from kagglecv.models import ModelError, build_model
 from kagglecv.params import Params, ParamsError, load_params
 from kagglecv.progress import Tracked
 from kagglecv.runtime import main_of
-from kagglecv.stages.train import MODELS_DIR
+from kagglecv.stages.train import MODELS_DIR, OOF_FILE
 from kagglecv.submission import (
     SubmissionError,
+    class_shift,
     make_submission,
     read_sample_submission,
     render_submission,
@@ -48,6 +56,32 @@ SUBMISSION_FILE = Path("submissions/submission.csv")
 TEST_PROBS_FILE = Path("predictions/test_probs.csv")
 TEST_VIEWS_FILE = Path("predictions/test_views.npz")
 LEADERBOARD_METRICS = Path("metrics/leaderboard.json")
+PREDICT_METRICS_NAME = "predict.json"  # metrics/predict.json, beside the leaderboard
+
+
+def measure_shift(probs: np.ndarray, classes: list[str], train_labels: list[str], oof_path: Path) -> float:
+    """The largest distance of the test predictions' class shares from the training labels' and the
+    out-of-fold predictions' (`oof_path`, when it exists); warns when one is implausible."""
+    counts = Counter(train_labels)
+    references = {"training labels": np.array([counts[c] for c in classes], float)}
+    if oof_path.exists():
+        oof = pd.read_csv(oof_path, dtype={"id": str, "label": str})
+        if list(oof.columns[3:]) == classes:
+            predicted = oof[oof["fold"] >= 0][classes].to_numpy(float).argmax(1)
+            references["out-of-fold predictions"] = np.bincount(predicted, minlength=len(classes)).astype(float)
+    largest = 0.0
+    for name, reference in references.items():
+        if reference.sum() == 0:
+            continue
+        distance, limit = class_shift(probs, reference)
+        largest = max(largest, distance)
+        if distance > limit:
+            log.warning(
+                "the test predictions' classes are distributed unlike the %s (total variation %.3f, above the %.3f "
+                "chance allows for %d images): check that test ids match their images and labels their classes",
+                name, distance, limit, len(probs),
+            )  # fmt: skip
+    return round(largest, 4)
 
 
 def read_checkpoints(models_dir: Path) -> list[dict]:
@@ -118,6 +152,7 @@ def run(
     submission = make_submission(sample, competition.test_ids, probs, classes)
     # Check and score before writing anything, so a failure leaves the previous submission and its score together.
     text = render_submission(submission, sample, classes)
+    shift = measure_shift(probs, classes, competition.train_labels, probs_path.with_name(OOF_FILE.name))
     scores = score_submission(submission, competition.solution) if competition.solution else {}
     if views_path is not None:
         write_views(views_path, per_view, competition.test_ids, classes, views)
@@ -126,8 +161,9 @@ def run(
     write_csv(probs_path, frame, float_format="%.6g")
     write_text(submission_path, text)
     write_json(metrics_path, {"leaderboard": scores})
-    log.info("%d test predictions from %d folds x %d views -> %s %s", len(submission), len(checkpoints), len(views),
-             submission_path, scores)  # fmt: skip
+    write_json(metrics_path.with_name(PREDICT_METRICS_NAME), {"predict": {"distribution_shift": shift}})
+    log.info("%d test predictions from %d folds x %d views -> %s %s, class distribution shift %.3f",
+             len(submission), len(checkpoints), len(views), submission_path, scores, shift)  # fmt: skip
     return scores
 
 

@@ -1,6 +1,7 @@
 """Stage `split`: check every image, and assign every usable training image to one of `n_folds` stratified folds.
 
-Reads params: `seed`, `n_folds`, `data.layout`, `data.valid_split`, `data.bad_images`; files: `data/raw/`.
+Reads params: `seed`, `n_folds`, `data.layout`, `data.valid_split`, `data.bad_images`,
+`data.similar_labels`; files: `data/raw/`.
 Writes `data/folds.csv` (id, label, fold), the versioned fold assignment every later stage uses, and
 `data/ingest_report.csv` (part, file, id, problem, action): every problem the ingest checks found
 (`kagglecv.ingest`), also when they stop the stage. Training images left out are not in the folds.
@@ -72,11 +73,15 @@ def run(
     """Write the folds and the ingest report (by default beside the folds); return their sizes."""
     report_path = report_path or out_path.with_name(INGEST_REPORT.name)
     try:
-        competition = read_competition(raw_dir, params.data.layout, bad_images=params.data.bad_images)
+        competition = read_competition(
+            raw_dir, params.data.layout, bad_images=params.data.bad_images, similar_labels=params.data.similar_labels
+        )
     except IngestError as err:
         write_report(report_path, err.problems)
         raise IngestError(f"{err} (all listed in {report_path})", err.problems) from None
     write_report(report_path, competition.problems)
+    for merged in (p for p in competition.problems if p.action in ("merged", "converted")):
+        log.warning("%s: %s; listed in %s", merged.file, merged.problem, report_path)
     excluded = [p for p in competition.problems if p.action == "excluded"]
     if excluded:
         log.warning(
