@@ -12,6 +12,7 @@ import pytest
 import yaml
 
 from kagglecv.params import ParamsError
+from kagglecv.paths import Paths
 from kagglecv.stages import check_params
 from tests.conftest import REPO, make_project
 from tests.test_dvc_repro import TINY, sh
@@ -23,14 +24,14 @@ def test_a_typo_is_named_with_its_closest_key(tmp_path: Path) -> None:
     path = tmp_path / "params.yaml"
     path.write_text((REPO / "params.yaml").read_text() + "lrr: 0.1\n")
     with pytest.raises(ParamsError, match=r"lrr: unknown key \(did you mean lr\?\)"):
-        check_params.run(path)
+        check_params.run(Paths(tmp_path))
 
 
 def test_types_and_ranges_are_checked_but_not_the_names_that_need_timm(tmp_path: Path) -> None:
     path = tmp_path / "params.yaml"
     path.write_text("lr: 3e-4\nn_folds: 1\nmodel: resnet1\n")
     with pytest.raises(ParamsError) as err:
-        check_params.run(path)
+        check_params.run(Paths(tmp_path))
     assert "lr: expected a number, got '3e-4'" in str(err.value)
     assert "n_folds: 1 is too small" in str(err.value)
     assert "model" not in str(err.value)  # train checks it, with timm's registry at hand

@@ -14,12 +14,25 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # only for annotations: kagglecv.submission imports this module
-    from kagglecv.submission import SampleSubmission
-
 SUM_TOLERANCE = 1e-3  # a row of probabilities may sum to 1 +- this (values rounded in the CSV)
+@dataclass(frozen=True)
+class SampleSubmission:
+    """A sample submission: its header and ids (`kagglecv.submission.read_sample_submission` reads one)."""
+
+    path: Path
+    columns: list[str]
+    ids: list[str]  # as text, in the file's order
+
+    @property
+    def id_column(self) -> str:
+        return self.columns[0]
+
+    @property
+    def kind(self) -> str:
+        """'label' (one answer column) or 'probs' (one column per class)."""
+        return "label" if len(self.columns) == 2 else "probs"
+
+
 @dataclass(frozen=True)
 class Problem:
     """One thing wrong with a submission file, at `where`: 'line N' of the file, an id, or 'file'."""

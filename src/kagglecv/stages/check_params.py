@@ -11,14 +11,13 @@ tracks those keys and runs the full loader when they change.
 from __future__ import annotations
 
 import sys
-from pathlib import Path
+from kagglecv.params import Params, ParamsError, load_params
+from kagglecv.paths import Paths
 
-from kagglecv.params import PARAMS_FILE, Params, ParamsError, load_params
 
-
-def run(path: Path = PARAMS_FILE) -> Params:
-    """Every key known, of its type and in range; raises `ParamsError` listing each problem."""
-    return load_params(path, check_names=False)
+def run(paths: Paths = Paths()) -> Params:
+    """Every key of `paths.params` known, of its type and in range; raises `ParamsError` listing each problem."""
+    return load_params(paths.params)
 
 
 def main() -> None:
@@ -27,7 +26,7 @@ def main() -> None:
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)  # as every stage's main reports it (runtime.main_of imports torch)
         raise SystemExit(1) from None
-    print(f"{PARAMS_FILE}: every key known, typed and in range")
+    print(f"{Paths().params}: every key known, typed and in range")
 
 
 if __name__ == "__main__":
