@@ -35,8 +35,10 @@ def imported_modules(path: Path) -> set[str]:
 
 
 def import_closure(path: Path) -> set[Path]:
-    """`path` and every project file it imports, directly or not (package __init__ files included)."""
-    todo, seen = [path], set()
+    """`path` and every project file it imports, directly or not, package __init__ files included (those of
+    `path`'s own packages too: `python -m kagglecv.stages.train` runs kagglecv/__init__.py and stages/__init__.py)."""
+    packages = [folder / "__init__.py" for folder in path.parents if (folder / "__init__.py").exists() and SRC in folder.parents]
+    todo, seen = [path, *packages], set()
     while todo:
         current = todo.pop()
         if current in seen:

@@ -1,7 +1,8 @@
 """Training one cross-validation fold from params: model, batches, `fit`, resume and TTA.
 
-The train stage builds one `TrainSetup` (`make_setup`) and calls `train_fold` once per fold. A fold finished by an interrupted run is read
-back from the resume store; an unfinished one continues from its last completed epoch.
+The train stage checks the names params give (`check_names`), builds one `TrainSetup` (`make_setup`)
+and calls `train_fold` once per fold. A fold finished by an interrupted run is read back from the
+resume store; an unfinished one continues from its last completed epoch.
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ import torch
 
 from kagglecv import distributed
 from kagglecv.engine import EpochLog, Precision, build_trainer, fit, fit_config, predict_probs, select_precision
+from kagglecv.images import channel_stats
 from kagglecv.loaders import eval_batches, train_batches
 from kagglecv.losses import inverse_frequency
-from kagglecv.images import channel_stats
 from kagglecv.models import build_model, model_stats, unknown_model
 from kagglecv.params import Params, ParamsError
 from kagglecv.progress import Tracked

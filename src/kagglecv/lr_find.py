@@ -33,10 +33,10 @@ from PIL import Image, ImageDraw, ImageFont
 
 from kagglecv.artifacts import atomic_path
 from kagglecv.data import CompetitionError, read_folds
-from kagglecv.ingest import read_competition
 from kagglecv.engine import Trainer, build_trainer, fit_config, to_input
 from kagglecv.fold_training import make_setup
 from kagglecv.images import with_sizes
+from kagglecv.ingest import read_competition
 from kagglecv.loaders import train_batches
 from kagglecv.losses import inverse_frequency
 from kagglecv.models import ModelError, build_model

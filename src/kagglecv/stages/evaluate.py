@@ -20,8 +20,8 @@ from sklearn.metrics import accuracy_score, f1_score, log_loss
 
 from kagglecv.artifacts import write_csv, write_json
 from kagglecv.data import TRAIN_ONLY_FOLD, CompetitionError
-from kagglecv.ingest import read_competition
 from kagglecv.images import decode_set, with_sizes
+from kagglecv.ingest import read_competition
 from kagglecv.params import Params, ParamsError, load_params
 from kagglecv.paths import Paths
 from kagglecv.pictures import write_confusion_image, write_image_grid

@@ -25,8 +25,8 @@ import torch
 
 from kagglecv.artifacts import atomic_path, write_csv, write_json, write_text
 from kagglecv.data import CompetitionError
-from kagglecv.ingest import read_competition
 from kagglecv.engine import Precision, predict_views, select_precision
+from kagglecv.ingest import read_competition
 from kagglecv.loaders import eval_batches
 from kagglecv.models import ModelError, build_model
 from kagglecv.params import Params, ParamsError, load_params

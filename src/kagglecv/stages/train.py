@@ -34,11 +34,11 @@ from kagglecv import distributed
 from kagglecv.artifacts import write_checkpoint, write_csv, write_json
 from kagglecv.budget import plan_epochs
 from kagglecv.data import CompetitionError, read_folds
-from kagglecv.ingest import read_competition
 from kagglecv.batch_transforms import build_batch_transforms
 from kagglecv.engine import EpochLog, TrainingDiverged
 from kagglecv.fold_training import FoldData, TrainSetup, check_names, make_setup, train_fold
 from kagglecv.images import release_pages, with_sizes
+from kagglecv.ingest import read_competition
 from kagglecv.loaders import ImageDataset, resident
 from kagglecv.models import ModelError
 from kagglecv.params import Params, ParamsError, load_params
