@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import dataclasses
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from kagglecv.bench import copy_project
-from kagglecv.params import DataParams, Params
+from kagglecv.params import DataParams, Params, load_params
+from kagglecv.paths import Paths
 from kagglecv.sources import write_digits
+from kagglecv.workspace import copy_project
 
 REPO = Path(__file__).resolve().parents[1]
+SHIPPED = load_params(REPO / "params.yaml")  # the recipe params.yaml ships: tests change only what they must
 
 torch.set_num_threads(2)
 
@@ -25,39 +28,42 @@ def digits_raw(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
+def shipped(**changes: object) -> Params:
+    """params.yaml as shipped, with `changes`."""
+    return dataclasses.replace(SHIPPED, **changes)
+
+
+@pytest.fixture
+def digits_paths(tmp_path: Path, digits_raw: Path) -> Paths:
+    """A project layout in tmp_path whose data/raw/ holds the digits competition."""
+    return with_raw(Paths(tmp_path), digits_raw)
+
+
+def with_raw(paths: Paths, raw: Path) -> Paths:
+    """`paths`, with a copy of the competition at `raw` as its data/raw/."""
+    shutil.copytree(raw, paths.raw)
+    return paths
+
+
 @pytest.fixture(name="tiny_params")
 def tiny_params_fixture() -> Params:
     """Params for a fast run: 2 folds, 2 epochs, 8x8 images."""
-    return dataclasses.replace(Params(), n_folds=2, epochs=2, img_size=8, batch_size=32, patience=1, warmup_epochs=0)
+    return shipped(n_folds=2, epochs=2, img_size=8, batch_size=32, patience=1, warmup_epochs=0)
 
 
 def tiny_params(**data: object) -> Params:
     """The smallest real run: 2 folds, 1 epoch, softmax regression on 8x8 images, `data` as given."""
-    return dataclasses.replace(
-        Params(), n_folds=2, epochs=1, model="softmax_regression", img_size=8, batch_size=4, augment=[],
-        data=DataParams(**data),
-    )  # fmt: skip
+    return shipped(n_folds=2, epochs=1, model="softmax_regression", img_size=8, batch_size=4, augment=[],
+                   data=DataParams(**data))  # fmt: skip
 
 
-def run_pipeline(params: Params, tmp_path: Path) -> Path:
-    """download -> split -> train -> evaluate -> predict in `tmp_path`; the submission's path."""
+def run_pipeline(params: Params, paths: Paths) -> Path:
+    """download -> split -> train -> evaluate -> predict under `paths`; the submission's path."""
     from kagglecv.stages import download, evaluate, predict, split, train
 
-    raw, folds, models = tmp_path / "data/raw", tmp_path / "data/folds.csv", tmp_path / "models"
-    download.run(params, out_dir=raw)
-    split.run(params, raw_dir=raw, out_path=folds)
-    oof = tmp_path / "predictions/oof.csv"
-    train.run(
-        params, raw_dir=raw, folds_path=folds, models_dir=models, oof_path=oof,
-        live_dir=tmp_path / "dvclive", metrics_path=tmp_path / "metrics/train.json",
-    )  # fmt: skip
-    evaluate.run(oof_path=oof, metrics_path=tmp_path / "metrics/cv.json", confusion_path=tmp_path / "plots/c.csv")
-    submission = tmp_path / "submissions/submission.csv"
-    predict.run(
-        params, raw_dir=raw, models_dir=models, submission_path=submission,
-        probs_path=tmp_path / "predictions/test_probs.csv", metrics_path=tmp_path / "metrics/leaderboard.json",
-    )  # fmt: skip
-    return submission
+    for stage in (download, split, train, evaluate, predict):
+        stage.run(params, paths)
+    return paths.submission
 
 
 def make_project(root: Path, overrides: dict) -> Path:

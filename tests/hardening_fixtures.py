@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 from kagglecv.params import load_params
+from kagglecv.paths import Paths
 from kagglecv.stages import evaluate, predict, split, train
 from tests.conftest import REPO
 
@@ -91,13 +92,11 @@ def inside(folder: Path) -> Iterator[None]:
 
 
 def run_pipeline(project: Path) -> None:
-    """split -> train -> evaluate -> predict in `project`, with its params.yaml and default paths."""
-    with inside(project):
-        params = load_params()
-        split.run(params)
-        train.run(params)
-        evaluate.run()
-        predict.run(params)
+    """split -> train -> evaluate -> predict in `project`, with its params.yaml."""
+    paths = Paths(project)
+    params = load_params(paths.params)
+    for stage in (split, train, evaluate, predict):
+        stage.run(params, paths)
 
 
 def make_project(tmp_path: Path, **params: object) -> Path:
@@ -134,7 +133,8 @@ def trained_project_fixtures() -> tuple[object, object]:
 def run_main(module: object, project: Path, capsys: pytest.CaptureFixture[str]) -> tuple[int, str]:
     """A stage's `main()` in `project`: (exit status, stderr)."""
     capsys.readouterr()
-    with inside(project), pytest.raises(SystemExit) as stopped:
+    with inside(project), pytest.MonkeyPatch.context() as patch, pytest.raises(SystemExit) as stopped:
+        patch.setattr(sys, "argv", [module.__name__])  # not pytest's arguments
         module.main()
     return stopped.value.code, capsys.readouterr().err
 

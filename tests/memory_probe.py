@@ -16,29 +16,30 @@ from pathlib import Path
 
 from kagglecv.bench_photo import write_photo_competition
 from kagglecv.bench_timing import AnonPeak, rss_anon_mb
-from kagglecv.params import DataParams, Params
+from kagglecv.params import DataParams, load_params
+from kagglecv.paths import Paths
 from kagglecv.runtime import bound_heap
 from kagglecv.stages import predict, split, train
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def main() -> None:
     work, n_train = Path(sys.argv[1]), int(sys.argv[2])
-    raw = write_photo_competition(work / "data/raw", n_train=n_train, n_test=200, size=128, n_classes=4)
+    write_photo_competition(work / "data/raw", n_train=n_train, n_test=200, size=128, n_classes=4)
+    paths = Paths(work)
     params = dataclasses.replace(
-        Params(), n_folds=2, epochs=1, model="softmax_regression", img_size=96, batch_size=32, augment=[],
-        data=DataParams(layout="labels_csv"),
+        load_params(REPO / "params.yaml"), n_folds=2, epochs=1, model="softmax_regression", img_size=96, batch_size=32,
+        augment=[], data=DataParams(layout="labels_csv"),
     )  # fmt: skip
     import torch  # noqa: F401  loaded before the first measurement, as every stage loads it
 
     bound_heap()  # as every stage's main() does
 
     stages = {
-        "split": lambda: split.run(params, raw_dir=raw, out_path=work / "data/folds.csv"),
-        "train": lambda: train.run(params, raw_dir=raw, folds_path=work / "data/folds.csv", models_dir=work / "models",
-                                   oof_path=work / "oof.csv", live_dir=work / "dvclive", metrics_path=work / "train.json",
-                                   resume_dir=work / "resume"),  # fmt: skip
-        "predict": lambda: predict.run(params, raw_dir=raw, models_dir=work / "models", submission_path=work / "sub.csv",
-                                       probs_path=work / "probs.csv", metrics_path=work / "lb.json"),  # fmt: skip
+        "split": lambda: split.run(params, paths),
+        "train": lambda: train.run(params, paths),
+        "predict": lambda: predict.run(params, paths),
     }
     peaks = {}
     for name, run_stage in stages.items():

@@ -14,19 +14,21 @@ def results():
                                overrides={"n_folds": 2, "epochs": 1, "img_size": 8})  # fmt: skip
 
 
+@pytest.mark.slow  # dvc repro per setting
 def test_each_setting_has_accuracy_from_its_own_pipeline_and_a_time(results):
     rows = results["settings"]
     assert list(rows) == ["float32", "float16"]
     assert rows["float16"]["amp"] == "fp16" and rows["float32"]["amp"] == "off"
     for row in rows.values():
-        assert 0.0 <= row["cv_accuracy"] <= 1.0 and row["cv_log_loss"] > 0
-        assert 0.0 <= row["leaderboard"]["accuracy"] <= 1.0
+        assert row["cv_log_loss"] > 0 and set(row["leaderboard"]) == {"accuracy"}  # one epoch: figures, not accuracy
         assert row["epoch_s"] > 0 and row["images_per_s"] > 0
         assert row["epochs_run"] == 2  # 2 folds x 1 epoch in the accuracy run
-    assert rows["float32"]["speed_vs_float32"] == 1.0
+    ratio = rows["float32"]["epoch_s"] / rows["float16"]["epoch_s"]  # one repeat: the median is that ratio
+    assert rows["float16"]["speed_vs_float32"] == pytest.approx(ratio, abs=0.01)
     assert results["workload"]["timed_epochs"] == 1 and results["machine"]["device"] == "cpu"
 
 
+@pytest.mark.slow
 def test_report_gets_a_precision_section_per_device(results, tmp_path):
     report = tmp_path / "BENCHMARKS.md"
     report.write_text("# Benchmarks\n\n<!-- bench:cpu -->\nthroughput\n<!-- bench:cpu -->\n")

@@ -15,23 +15,21 @@ from kagglecv import budget
 from kagglecv.budget import EpochPlan, fit_epochs, plan_epochs
 from kagglecv.optim import MIN_LR_RATIO
 from kagglecv.params import Params, ParamsError, load_params
+from kagglecv.paths import Paths
 from kagglecv.resume import ResumeStore
 from kagglecv.stages import split, train
-from tests.conftest import REPO
+from tests.conftest import REPO, shipped, with_raw
 
 # Fast, and no early stopping, so each fold trains every epoch it is given.
-PARAMS = dataclasses.replace(
-    Params(), n_folds=2, epochs=5, model="softmax_regression", img_size=8, batch_size=64, augment=[],
-    warmup_epochs=0, patience=10,
+PARAMS = shipped(
+    n_folds=2, epochs=5, model="softmax_regression", img_size=8, batch_size=64, augment=[], warmup_epochs=0, patience=10
 )  # fmt: skip
 
 
-def train_tiny(raw: Path, out: Path, params: Params) -> dict:
-    split.run(params, raw_dir=raw, out_path=out / "folds.csv")
-    return train.run(
-        params, raw_dir=raw, folds_path=out / "folds.csv", models_dir=out / "models", oof_path=out / "oof.csv",
-        live_dir=out / "dvclive", metrics_path=out / "train.json", resume_dir=out / "resume",
-    )  # fmt: skip
+def train_tiny(raw: Path, root: Path, params: Params) -> dict:
+    paths = with_raw(Paths(root), raw)
+    split.run(params, paths)
+    return train.run(params, paths)
 
 
 @pytest.mark.parametrize(
@@ -51,7 +49,7 @@ def test_fit_epochs_uses_95_percent_of_what_the_budget_leaves(
 
 
 def test_time_limit_is_a_top_level_param_off_by_default(tmp_path: Path) -> None:
-    assert Params().time_limit == 0.0 and load_params(REPO / "params.yaml").time_limit == 0.0
+    assert load_params(REPO / "params.yaml").time_limit == 0.0
     assert any(line.startswith("time_limit: 0.0") for line in (REPO / "params.yaml").read_text().splitlines())
     path = tmp_path / "params.yaml"
     path.write_text("time_limit: 120\n")
@@ -71,9 +69,9 @@ def test_a_binding_limit_cuts_every_fold_to_the_same_epochs_and_the_schedule_sti
         summary = train_tiny(digits_raw, tmp_path, params)
     planned = "time_limit 2.6316 min: one epoch of fold 0 took 30.0 s; 2 folds x 2 epochs fit (epochs 5 cut to 2)"
     assert planned in caplog.text
-    headline = json.loads((tmp_path / "train.json").read_text())["train"]
+    headline = json.loads((Paths(tmp_path).train_metrics).read_text())["train"]
     assert {k: headline[k] for k in ("epochs", "time_limit", "cut")} == {"epochs": 2, "time_limit": 2.6316, "cut": True}
-    detail = json.loads((tmp_path / "train_folds.json").read_text())["train"]
+    detail = json.loads((Paths(tmp_path).train_folds_metrics).read_text())["train"]
     assert detail["epoch_seconds"] == 30.0
     assert [fold["epochs_run"] for fold in detail["folds"].values()] == [2, 2]
     assert detail["folds"] == summary["folds"]
@@ -81,7 +79,7 @@ def test_a_binding_limit_cuts_every_fold_to_the_same_epochs_and_the_schedule_sti
         lr = pd.read_csv(tmp_path / f"dvclive/fold{fold}/plots/metrics/lr.tsv", sep="\t")["lr"]
         assert len(lr) == 2 and lr.iloc[-1] == pytest.approx(params.lr * MIN_LR_RATIO)  # the cosine ran its course
         assert torch.load(tmp_path / f"models/fold{fold}.pt", weights_only=False)["params"]["epochs"] == 2
-    assert not (tmp_path / "resume").exists()  # the plan went with the resume state
+    assert not Paths(tmp_path).resume.exists()  # the plan went with the resume state
 
 
 def test_without_a_limit_nothing_is_timed_and_every_epoch_is_trained(digits_raw, tmp_path, monkeypatch) -> None:
@@ -90,7 +88,7 @@ def test_without_a_limit_nothing_is_timed_and_every_epoch_is_trained(digits_raw,
 
     monkeypatch.setattr(budget, "time_epoch", never)
     train_tiny(digits_raw, tmp_path, dataclasses.replace(PARAMS, epochs=2))
-    headline = json.loads((tmp_path / "train.json").read_text())["train"]
+    headline = json.loads((Paths(tmp_path).train_metrics).read_text())["train"]
     assert {k: headline[k] for k in ("epochs", "time_limit", "cut")} == {"epochs": 2, "time_limit": 0.0, "cut": False}
 
 
@@ -98,17 +96,17 @@ def test_a_generous_limit_times_one_real_epoch_and_changes_nothing_else(digits_r
     params = dataclasses.replace(PARAMS, epochs=2)
     train_tiny(digits_raw, tmp_path / "free", params)
     train_tiny(digits_raw, tmp_path / "limited", dataclasses.replace(params, time_limit=60.0))
-    assert (tmp_path / "limited/oof.csv").read_bytes() == (tmp_path / "free/oof.csv").read_bytes()
-    limited = json.loads((tmp_path / "limited/train.json").read_text())["train"]
+    assert Paths(tmp_path / "limited").oof.read_bytes() == Paths(tmp_path / "free").oof.read_bytes()
+    limited = json.loads((Paths(tmp_path / "limited").train_metrics).read_text())["train"]
     assert (limited["epochs"], limited["cut"]) == (2, False)
-    assert json.loads((tmp_path / "limited/train_folds.json").read_text())["train"]["epoch_seconds"] > 0
+    assert json.loads((Paths(tmp_path / "limited").train_folds_metrics).read_text())["train"]["epoch_seconds"] > 0
 
 
 def test_a_budget_too_short_for_one_epoch_each_trains_one_and_warns(digits_raw, tmp_path, caplog) -> None:
     with caplog.at_level(logging.INFO, logger="kagglecv.train"):
         train_tiny(digits_raw, tmp_path, dataclasses.replace(PARAMS, time_limit=0.001))
     assert "time_limit 0.001 min is too short" in caplog.text and "training 1 epoch per fold" in caplog.text
-    headline = json.loads((tmp_path / "train.json").read_text())["train"]
+    headline = json.loads((Paths(tmp_path).train_metrics).read_text())["train"]
     assert (headline["epochs"], headline["cut"]) == (1, True)
 
 

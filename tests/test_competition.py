@@ -5,7 +5,8 @@ import pandas as pd
 import pytest
 from sklearn.datasets import load_digits
 
-from kagglecv.data import CompetitionError, read_competition, sort_labels
+from kagglecv.data import CompetitionError, sort_labels
+from kagglecv.ingest import read_competition
 
 
 def test_digits_has_digit_recognizer_layout(digits_raw):

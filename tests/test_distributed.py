@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kagglecv.paths import Paths
 from kagglecv.stages import split
 from tests.conftest import REPO
 
@@ -20,7 +21,7 @@ def test_two_processes_train_every_fold(digits_raw, tmp_path, tiny_params):
     raw = tmp_path / "data" / "raw"
     raw.parent.mkdir()
     os.symlink(digits_raw, raw)
-    split.run(tiny_params, raw_dir=raw, out_path=tmp_path / "data" / "folds.csv")
+    split.run(tiny_params, Paths(tmp_path))
     params = yaml.safe_load((REPO / "params.yaml").read_text())
     params.update(n_folds=2, epochs=2, img_size=8, batch_size=32, patience=1, warmup_epochs=0, devices=2)
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))

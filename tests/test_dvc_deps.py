@@ -2,54 +2,12 @@
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
 
 import yaml
 
 from tests.conftest import REPO
-
-SRC = REPO / "src"
-
-
-def module_file(name: str) -> Path | None:
-    """The file of project module `name` (kagglecv.x.y), or None for anything outside the project."""
-    if name != "kagglecv" and not name.startswith("kagglecv."):
-        return None
-    base = SRC / Path(*name.split("."))
-    for path in (base.with_suffix(".py"), base / "__init__.py"):
-        if path.exists():
-            return path
-    return None
-
-
-def imported_modules(path: Path) -> set[str]:
-    """Every module `path` imports, at module level or inside functions (`from a import b` may name a module a.b)."""
-    found: set[str] = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {alias.name for alias in node.names}
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.add(node.module)
-            found |= {f"{node.module}.{alias.name}" for alias in node.names}
-    return found
-
-
-def import_closure(path: Path) -> set[Path]:
-    """`path` and every project file it imports, directly or not (package __init__ files included)."""
-    todo, seen = [path], set()
-    while todo:
-        current = todo.pop()
-        if current in seen:
-            continue
-        seen.add(current)
-        for name in imported_modules(current):
-            parts = name.split(".")
-            for k in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__.py and a/b/__init__.py too
-                found = module_file(".".join(parts[:k]))
-                if found is not None:
-                    todo.append(found)
-    return seen
+from tests.import_graph import SRC, import_closure, module_file
 
 
 def stage_deps() -> dict[str, tuple[Path, set[str]]]:
@@ -69,7 +27,7 @@ def test_every_imported_module_is_a_dep_of_its_stage() -> None:
         assert module is not None, f"stage {name}: its cmd names no module under src/"
         for path in sorted(import_closure(module)):
             relative = path.relative_to(REPO).as_posix()
-            if relative not in deps and path.name != "__init__.py":
+            if relative not in deps:  # package __init__ files too: importing a module runs them
                 missing.append(f"stage {name}: {relative} is imported but not among its deps")
     assert not missing, "\n".join(missing)
 
@@ -84,7 +42,7 @@ def test_no_dep_is_listed_that_the_stage_does_not_import() -> None:
 
 def test_the_closure_sees_imports_inside_functions(tmp_path: Path) -> None:
     train = {p.relative_to(SRC).as_posix() for p in import_closure(SRC / "kagglecv/stages/train.py")}
-    assert {"kagglecv/engine.py", "kagglecv/images.py", "kagglecv/progress.py"} <= train  # indirect, through folds.py
+    assert {"kagglecv/engine.py", "kagglecv/images.py", "kagglecv/progress.py"} <= train  # indirect, through fold_training.py
     source = tmp_path / "probe.py"
     source.write_text("def f():\n    from kagglecv.images import decode_image\n")
     assert "images.py" in {p.name for p in import_closure(source)}

@@ -11,13 +11,19 @@ import torch
 from torch import nn
 
 from kagglecv import engine
-from kagglecv.engine import FitConfig, TrainingDiverged, build_trainer, fit, predict_views, select_precision
+from kagglecv.engine import FitConfig, TrainingDiverged, build_trainer, fit, fit_config, predict_views, select_precision
 from kagglecv.losses import build_loss, build_mixup, inverse_frequency
 from kagglecv.optim import SCHEDULERS, LrSchedule
 from kagglecv.params import ParamsError
 from kagglecv.tta import TTAError, apply_view, parse_views
+from tests.conftest import SHIPPED
 
 CPU = select_precision("off", "cpu")
+
+
+def config_of(**changes: object) -> FitConfig:
+    """The engine's configuration of the shipped params.yaml, with `changes`."""
+    return dataclasses.replace(fit_config(SHIPPED), **changes)
 MEAN, STD = torch.tensor([0.5]), torch.tensor([0.25])
 
 
@@ -67,8 +73,9 @@ def test_channels_last_inputs():
     assert x.is_contiguous(memory_format=torch.channels_last)
 
 
+@pytest.mark.slow  # torch.compile
 def test_compiled_model_trains_like_the_plain_one_and_keeps_plain_checkpoint_keys():
-    config = FitConfig(epochs=1, lr=0.05, scheduler="none")
+    config = config_of(epochs=1, lr=0.05, scheduler="none")
     plain = _trainer(config)
     compiled = _trainer(dataclasses.replace(config, compile=True))
     assert engine.train_one_epoch(compiled, batches(), mean=MEAN, std=STD) == pytest.approx(
@@ -96,7 +103,7 @@ def test_nan_loss_stops_with_a_clear_error():
         def forward(self, x):
             return self.fc(x.flatten(1)) * float("nan")
 
-    trainer = _trainer(FitConfig(epochs=1, lr=0.1), Broken())
+    trainer = _trainer(config_of(epochs=1, lr=0.1), Broken())
     with pytest.raises(TrainingDiverged, match=r"the loss became nan at step 0"):
         engine.train_one_epoch(trainer, batches(), mean=MEAN, std=STD)
 
@@ -104,7 +111,7 @@ def test_nan_loss_stops_with_a_clear_error():
 @pytest.mark.parametrize("loss", ["cross_entropy", "focal", "mse"])
 @pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
 def test_one_step_lowers_the_loss_on_a_fixed_batch(loss, optimizer):
-    trainer = _trainer(FitConfig(epochs=1, lr=0.05, optimizer=optimizer, loss=loss, scheduler="none"))
+    trainer = _trainer(config_of(epochs=1, lr=0.05, optimizer=optimizer, loss=loss, scheduler="none"))
     x = engine.to_input(batches()[0][0], MEAN, STD, CPU)
     y = batches()[0][1]
     before = trainer.loss_fn(trainer.model(x), y).item()
@@ -114,7 +121,7 @@ def test_one_step_lowers_the_loss_on_a_fixed_batch(loss, optimizer):
 
 
 def test_ema_weights_differ_from_the_raw_weights_after_a_step():
-    trainer = _trainer(FitConfig(epochs=1, lr=0.1, ema=True, ema_decay=0.9, scheduler="none"))
+    trainer = _trainer(config_of(epochs=1, lr=0.1, ema=True, ema_decay=0.9, scheduler="none"))
     engine.train_one_epoch(trainer, batches(), mean=MEAN, std=STD)
     raw, ema = trainer.model.state_dict(), trainer.ema.module.state_dict()
     assert trainer.eval_model is trainer.ema.module
@@ -135,9 +142,9 @@ def test_mixup_batches_carry_soft_targets():
 
 def test_gradient_accumulation_matches_one_big_batch():
     data = batches(16, 16)
-    big = _trainer(FitConfig(epochs=1, lr=0.1, optimizer="sgd", momentum=0.0, weight_decay=0.0, scheduler="none"), steps=1)
+    big = _trainer(config_of(epochs=1, lr=0.1, optimizer="sgd", momentum=0.0, weight_decay=0.0, scheduler="none"), steps=1)
     engine.train_one_epoch(big, data, mean=MEAN, std=STD)
-    small = _trainer(FitConfig(epochs=1, lr=0.1, optimizer="sgd", momentum=0.0, weight_decay=0.0, scheduler="none",
+    small = _trainer(config_of(epochs=1, lr=0.1, optimizer="sgd", momentum=0.0, weight_decay=0.0, scheduler="none",
                                accumulate=2), steps=2)  # fmt: skip
     engine.train_one_epoch(small, batches(16, 8), mean=MEAN, std=STD)
     assert small.step == big.step == 1
@@ -146,7 +153,7 @@ def test_gradient_accumulation_matches_one_big_batch():
 
 
 def test_gradient_clipping_bounds_the_norm(monkeypatch):
-    trainer = _trainer(FitConfig(epochs=1, lr=1.0, clip_grad=0.01, scheduler="none"))
+    trainer = _trainer(config_of(epochs=1, lr=1.0, clip_grad=0.01, scheduler="none"))
     norms = []
     step = torch.optim.AdamW.step
 
@@ -180,8 +187,8 @@ def test_every_schedule_warms_up_or_decays(name):
 def test_fit_keeps_the_best_epoch_and_lowers_the_loss():
     data = batches(64, 16)
     valid = batches(24, 24, seed=1)
-    trainer = _trainer(FitConfig(epochs=4, lr=0.05, patience=10), steps=len(data))
-    result = fit(trainer, lambda epoch: data, lambda: valid, valid[0][1].numpy(), config=FitConfig(epochs=4, lr=0.05),
+    trainer = _trainer(config_of(epochs=4, lr=0.05, patience=10), steps=len(data))
+    result = fit(trainer, lambda epoch: data, lambda: valid, valid[0][1].numpy(), config=config_of(epochs=4, lr=0.05),
                  mean=MEAN, std=STD)  # fmt: skip
     losses = [h.valid_loss for h in result.history]
     assert result.best_epoch == int(np.argmin(losses)) and losses[-1] < losses[0]
@@ -211,7 +218,7 @@ def _fit_fp16(config: FitConfig, data, valid, *, resume: dict | None = None, sto
 
 def test_float16_trains_with_a_grad_scaler_and_resumes_exactly():
     data, valid = batches(64, 16), batches(24, 24, seed=1)
-    config = FitConfig(epochs=4, lr=0.05, patience=10)
+    config = config_of(epochs=4, lr=0.05, patience=10)
     torch.manual_seed(0)
     trainer, whole, snapshots = _fit_fp16(config, data, valid)
     assert isinstance(trainer.scaler, torch.amp.GradScaler)
@@ -247,7 +254,7 @@ def test_losses_accept_soft_targets():
 
 def test_class_weights_reach_the_loss():
     weights = torch.tensor([1.0, 2.0, 3.0])
-    trainer = _trainer(FitConfig(epochs=1, lr=0.1), class_weights=weights)
+    trainer = _trainer(config_of(epochs=1, lr=0.1), class_weights=weights)
     torch.testing.assert_close(trainer.loss_fn.weight, weights)
 
 

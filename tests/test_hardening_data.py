@@ -11,8 +11,10 @@ import pandas as pd
 import pytest
 
 import kagglecv.ingest
-from kagglecv.data import read_competition, read_folds
+from kagglecv.data import read_folds
+from kagglecv.ingest import read_competition
 from kagglecv.params import load_params
+from kagglecv.paths import Paths
 from kagglecv.stages import predict, split, train
 from tests.hardening_fixtures import (
     inside,
@@ -74,7 +76,7 @@ def test_truncated_training_jpeg_is_left_out_listed_and_not_trained_on(project: 
         params = load_params()
         summary = split.run(params)
         report = read_report(project)
-        folds = read_folds()
+        folds = read_folds(Paths().folds)
         train.run(params)
         oof = pd.read_csv("predictions/oof.csv", dtype={"id": str})
     assert summary["excluded"] == 1 and summary["images"] == 11
@@ -86,6 +88,7 @@ def test_truncated_training_jpeg_is_left_out_listed_and_not_trained_on(project: 
     assert oof["id"].tolist() == folds["id"].tolist()  # train skips it too
 
 
+@pytest.mark.slow  # another process of the stack
 def test_truncated_training_jpeg_stops_split_as_a_process_under_bad_images_stop(project: Path) -> None:
     bad = truncated_jpeg(project, 3)
     write_params(project, data={"bad_images": "stop"})

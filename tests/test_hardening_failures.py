@@ -94,6 +94,7 @@ big = pd.DataFrame({"id": range(5000), "p": 0.5})
 """
 
 
+@pytest.mark.slow  # another process of the stack
 @pytest.mark.parametrize(
     ("how", "writer"),
     [("mid_write", "csv"), ("mid_write", "json"), ("mid_write", "checkpoint"), ("before_rename", "csv")],

@@ -11,9 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kagglecv.data import TRAIN_ONLY_FOLD, read_competition, read_folds
+from kagglecv.data import TRAIN_ONLY_FOLD, CompetitionError, read_folds
+from kagglecv.ingest import read_competition
 from kagglecv.images import FileImages
 from kagglecv.params import DataParams
+from kagglecv.paths import Paths
 from tests.conftest import run_pipeline, tiny_params
 
 
@@ -53,7 +55,7 @@ def test_pixel_csv_from_a_zip(tmp_path: Path) -> None:
     with zipfile.ZipFile(archive, "w") as zf:
         for name, frame in (("train.csv", train_frame), ("test.csv", test_frame), ("sample_submission.csv", sample)):
             zf.writestr(name, frame.to_csv(index=False))
-    submission = run_pipeline(tiny_params(source="local", path=str(archive)), tmp_path / "run")
+    submission = run_pipeline(tiny_params(source="local", path=str(archive)), Paths(tmp_path / "run"))
     assert_matches_sample(submission, tmp_path / "run/data/raw/sample_submission.csv", {"3", "7", "9"})
 
 
@@ -82,7 +84,7 @@ def test_labels_csv_dog_breed_with_nested_zips_and_probability_columns(tmp_path:
         for name in ("labels.csv", "sample_submission.csv"):
             outer.writestr(f"{name}.zip", _zip_bytes(tmp_path / f"{name}.zip", folder / name))
     raw_sample = tmp_path / "run/data/raw/sample_submission.csv"
-    submission = run_pipeline(tiny_params(source="local", path=str(archive)), tmp_path / "run")
+    submission = run_pipeline(tiny_params(source="local", path=str(archive)), Paths(tmp_path / "run"))
     got = assert_matches_sample(submission, raw_sample, set())
     assert list(got.columns[1:]) == breeds
     competition = read_competition(tmp_path / "run/data/raw")
@@ -107,7 +109,7 @@ def test_labels_csv_cifar_style_ids_without_extension_and_string_labels(tmp_path
     for i in range(1, 5):
         write_image(folder / "test" / f"{i}.png", i % 3, rng)
     pd.DataFrame({"id": [3, 1, 4, 2], "label": "cat"}).to_csv(folder / "sampleSubmission.csv", index=False)
-    submission = run_pipeline(tiny_params(source="local", path=str(folder)), tmp_path / "run")
+    submission = run_pipeline(tiny_params(source="local", path=str(folder)), Paths(tmp_path / "run"))
     assert_matches_sample(submission, folder / "sampleSubmission.csv", set(classes))
     assert read_competition(tmp_path / "run/data/raw").test_ids == ["3", "1", "4", "2"]
 
@@ -124,7 +126,7 @@ def test_class_folders_plant_seedlings_mixed_formats(tmp_path: Path) -> None:
     for i, name in enumerate(test_files):
         write_image(folder / "test" / name, i % 3, rng)
     pd.DataFrame({"file": test_files, "species": "Black-grass"}).to_csv(folder / "sample_submission.csv", index=False)
-    submission = run_pipeline(tiny_params(source="local", path=str(folder)), tmp_path / "run")
+    submission = run_pipeline(tiny_params(source="local", path=str(folder)), Paths(tmp_path / "run"))
     assert_matches_sample(submission, folder / "sample_submission.csv", set(species))
     competition = read_competition(tmp_path / "run/data/raw")
     assert competition.classes == sorted(species)
@@ -147,7 +149,7 @@ def write_food11(folder: Path, rng: np.random.Generator) -> list[str]:
 def test_label_in_name_merges_validation_into_the_folds(tmp_path: Path) -> None:
     folder = tmp_path / "food11"
     write_food11(folder, np.random.default_rng(4))
-    submission = run_pipeline(tiny_params(source="local", path=str(folder)), tmp_path / "run")
+    submission = run_pipeline(tiny_params(source="local", path=str(folder)), Paths(tmp_path / "run"))
     got = assert_matches_sample(submission, folder / "sample_submission.csv", {"0", "1", "2"})
     assert got["Id"].tolist()[0] == "0001"
     folds = read_folds(tmp_path / "run/data/folds.csv")
@@ -159,7 +161,7 @@ def test_label_in_name_holdout_trains_one_model_on_the_given_validation(tmp_path
     write_food11(folder, np.random.default_rng(5))
     params = dataclasses.replace(tiny_params(source="local", path=str(folder)), data=DataParams(
         source="local", path=str(folder), valid_split="holdout", layout="label_in_name"))  # fmt: skip
-    run_pipeline(params, tmp_path / "run")
+    run_pipeline(params, Paths(tmp_path / "run"))
     folds = read_folds(tmp_path / "run/data/folds.csv")
     is_valid = folds["id"].str.startswith("validation/")
     assert (folds.loc[is_valid, "fold"] == 0).all() and is_valid.sum() == 6
@@ -189,5 +191,5 @@ def test_file_images_decode_once_and_cache_to_disk(tmp_path: Path) -> None:
 def test_ambiguous_files_ask_for_data_layout(tmp_path: Path) -> None:
     (tmp_path / "raw").mkdir()
     (tmp_path / "raw" / "notes.txt").write_text("nothing here")
-    with pytest.raises(Exception, match="set data.layout"):
+    with pytest.raises(CompetitionError, match="set data.layout"):
         read_competition(tmp_path / "raw")

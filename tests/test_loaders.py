@@ -6,9 +6,9 @@ import torch
 
 from kagglecv.batch_transforms import build_batch_transforms
 from kagglecv.engine import predict_probs, select_precision
-from kagglecv.loaders import TensorBatches, albumentations_batches, eval_batches, train_batches
+from kagglecv.loaders import ImageDataset, TensorBatches, albumentations_batches, eval_batches, train_batches
 from kagglecv.models import build_model
-from kagglecv.transforms import ImageDataset, build_transforms
+from kagglecv.transforms import build_transforms
 
 N = 3000
 

@@ -13,24 +13,25 @@ from PIL import Image
 
 from kagglecv import lr_find
 from kagglecv.lr_find import format_lr, lr_steps, report
-from kagglecv.params import Params, load_params
+from kagglecv.params import load_params
+from kagglecv.paths import Paths
 from kagglecv.stages import split
-from tests.conftest import REPO
+from tests.conftest import REPO, shipped, with_raw
 
-PARAMS = dataclasses.replace(Params(), n_folds=2, model="softmax_regression", img_size=8, batch_size=32, augment=[])
+PARAMS = shipped(n_folds=2, model="softmax_regression", img_size=8, batch_size=32, augment=[])
 
 
 @pytest.fixture(scope="module")
-def folds(digits_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("split") / "folds.csv"
-    split.run(PARAMS, raw_dir=digits_raw, out_path=path)
-    return path
+def split_paths(digits_raw: Path, tmp_path_factory: pytest.TempPathFactory) -> Paths:
+    """The digits, split; every test writes its plot to the same layout (the plot is all lr_find writes)."""
+    paths = with_raw(Paths(tmp_path_factory.mktemp("split")), digits_raw)
+    split.run(PARAMS, paths)
+    return paths
 
 
-def test_a_sweep_that_never_diverges_takes_every_step_and_suggests_a_positive_finite_lr(digits_raw, folds, tmp_path):
-    plot = tmp_path / "plots/lr_find.png"
-    result = lr_find.run(PARAMS, raw_dir=digits_raw, folds_path=folds, plot_path=plot, steps=30, start_lr=1e-5,
-                         end_lr=1e-1)  # fmt: skip
+def test_a_sweep_that_never_diverges_takes_every_step_and_suggests_a_positive_finite_lr(split_paths):
+    plot = split_paths.lr_find_plot
+    result = lr_find.run(PARAMS, split_paths, steps=30, start_lr=1e-5, end_lr=1e-1)
     assert not result.diverged
     assert len(result.lrs) == len(result.losses) == len(result.smoothed) == 30
     assert result.lrs[0] == pytest.approx(1e-5) and result.lrs[-1] == pytest.approx(1e-1)
@@ -42,9 +43,8 @@ def test_a_sweep_that_never_diverges_takes_every_step_and_suggests_a_positive_fi
         assert (image.format, image.size) == ("PNG", (640, 400))
 
 
-def test_a_diverging_sweep_stops_and_suggests_below_where_it_blew_up(digits_raw, folds, tmp_path):
-    result = lr_find.run(PARAMS, raw_dir=digits_raw, folds_path=folds, plot_path=tmp_path / "lr.png", steps=60,
-                         start_lr=1e-4, end_lr=1e6)  # fmt: skip
+def test_a_diverging_sweep_stops_and_suggests_below_where_it_blew_up(split_paths):
+    result = lr_find.run(PARAMS, split_paths, steps=60, start_lr=1e-4, end_lr=1e6)
     assert result.diverged and 3 <= len(result.losses) < 60
     assert result.smoothed[-1] > 4 * min(result.smoothed) or not math.isfinite(result.losses[-1])
     assert result.suggested < result.lrs[-1] / 10 and result.steepest <= result.lrs[-1]
@@ -76,8 +76,7 @@ def test_the_report_ends_with_the_exact_command_to_run():
     assert lines[-1] == "dvc exp run -S lr=1.0e-4"
 
 
-def test_the_shipped_img_size_auto_is_resolved_as_the_train_stage_resolves_it(digits_raw, folds, tmp_path):
+def test_the_shipped_img_size_auto_is_resolved_as_the_train_stage_resolves_it(split_paths):
     params = dataclasses.replace(PARAMS, img_size="auto", cache_size=0)  # 8x8 digits: auto gives 16 on a CPU
-    result = lr_find.run(params, raw_dir=digits_raw, folds_path=folds, plot_path=tmp_path / "lr.png", steps=5,
-                         start_lr=1e-4, end_lr=1e-2)  # fmt: skip
+    result = lr_find.run(params, split_paths, steps=5, start_lr=1e-4, end_lr=1e-2)
     assert len(result.losses) == 5 and all(math.isfinite(loss) for loss in result.losses)

@@ -11,9 +11,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from kagglecv.data import read_competition
+from kagglecv.ingest import read_competition
 from kagglecv.ingest import IngestError
 from kagglecv.params import load_params
+from kagglecv.paths import Paths
 from kagglecv.stages import split
 from kagglecv.submission import make_submission, read_sample_submission
 from kagglecv.submission_check import check_submission_text
@@ -134,16 +135,17 @@ def test_labels_differing_in_case_or_whitespace_are_merged_and_reported(tmp_path
 
 
 def test_split_writes_them_to_the_report_or_stops_under_similar_labels_stop(tmp_path: Path) -> None:
-    write_labels_competition(tmp_path / "raw", SPELLINGS * 2)
-    params_file = _write(tmp_path / "params.yaml", "n_folds: 2\ndata: {similar_labels: stop}\n")
+    paths = Paths(tmp_path)
+    write_labels_competition(paths.raw, SPELLINGS * 2)
+    params_file = _write(paths.params, "n_folds: 2\ndata: {similar_labels: stop}\n")
     with pytest.raises(IngestError, match="5 label spelling.* differ from another only in case or whitespace"):
-        split.run(load_params(params_file, check_names=False), tmp_path / "raw", tmp_path / "folds.csv")
-    report = pd.read_csv(tmp_path / "ingest_report.csv", keep_default_na=False)
+        split.run(load_params(params_file), paths)
+    report = pd.read_csv(paths.ingest_report, keep_default_na=False)
     assert report["action"].tolist() == ["stop"] * 5
-    assert not (tmp_path / "folds.csv").exists()
+    assert not paths.folds.exists()
     params_file.write_text("n_folds: 2\ndata: {similar_labels: merge}\n")
-    split.run(load_params(params_file, check_names=False), tmp_path / "raw", tmp_path / "folds.csv")
-    folds = pd.read_csv(tmp_path / "folds.csv", dtype=str)
+    split.run(load_params(params_file), paths)
+    folds = pd.read_csv(paths.folds, dtype=str)
     assert sorted(set(folds["label"])) == ["Caf\u00e9", "one", "two", "zero"]
-    report = pd.read_csv(tmp_path / "ingest_report.csv", keep_default_na=False)
+    report = pd.read_csv(paths.ingest_report, keep_default_na=False)
     assert report["action"].tolist() == ["merged"] * 5

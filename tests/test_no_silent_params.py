@@ -6,20 +6,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import yaml
 import torch
+import yaml
 
 from kagglecv import models
 from kagglecv.models import build_model
 from kagglecv.params import ParamsError
+from kagglecv.paths import Paths
 from kagglecv.stages import check_params
 from tests.conftest import REPO
 
 
-def write(tmp_path: Path, text: str) -> Path:
-    path = tmp_path / "params.yaml"
-    path.write_text(text)
-    return path
+def write(tmp_path: Path, text: str) -> Paths:
+    """A project under `tmp_path` whose params.yaml is `text`."""
+    paths = Paths(tmp_path)
+    paths.params.write_text(text)
+    return paths
 
 
 @pytest.mark.parametrize(
@@ -63,7 +65,7 @@ def test_own_models_table_gives_the_smallest_size_each_model_accepts(name: str) 
 
 
 def test_the_shipped_params_pass(tmp_path: Path) -> None:
-    assert check_params.run(REPO / "params.yaml").model in check_params.OWN_MODELS
+    assert check_params.run(Paths(REPO)).model in check_params.OWN_MODELS
 
 
 def test_augment_names_are_checked_too(tmp_path: Path) -> None:

@@ -1,6 +1,8 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
+import yaml
 
 from kagglecv.params import Params, ParamsError, load_params
 from tests.conftest import REPO
@@ -65,3 +67,33 @@ def test_booleans_are_not_taken_for_choices_without_on_and_off(tmp_path):
 def test_missing_file_says_where_to_run(tmp_path):
     with pytest.raises(ParamsError, match="repository root"):
         load_params(tmp_path / "nope.yaml")
+
+
+def keys_of(tree: dict, prefix: str = "") -> set[str]:
+    """Every key of a nested mapping, dotted (`data.layout`); lists and their items are values, not keys."""
+    out = set()
+    for key, value in tree.items():
+        out.add(prefix + key)
+        if isinstance(value, dict) and key not in ("augment", "augment_test"):
+            out |= keys_of(value, f"{prefix}{key}.")
+    return out
+
+
+def test_the_loaders_defaults_are_params_yaml_as_shipped(tmp_path):
+    """One set of defaults: an empty params.yaml loads as the shipped one, and the shipped file sets every key."""
+    shipped = load_params(REPO / "params.yaml")
+    assert load_params(write(tmp_path, "{}\n")) == shipped == Params()
+    raw = yaml.safe_load((REPO / "params.yaml").read_text())
+    assert keys_of(raw) == keys_of(dataclasses.asdict(Params()))  # every knob in the file, and nothing else
+
+
+def test_every_knob_reruns_the_stages_that_read_it():
+    """Every key of params.yaml is tracked by some stage besides check_params, so dvc repro sees its edits."""
+    stages = yaml.safe_load((REPO / "dvc.yaml").read_text())["stages"]
+    tracked = {p for name, s in stages.items() if name != "check_params" for p in s.get("params", [])}
+    untracked = set()
+    for key in keys_of(dataclasses.asdict(Params())):
+        parts = key.split(".")
+        if not any(".".join(parts[:k]) in tracked for k in range(1, len(parts) + 1)):
+            untracked.add(key)
+    assert untracked == set(), f"no stage tracks {sorted(untracked)}"

@@ -9,70 +9,82 @@ from pathlib import Path
 import pytest
 import torch
 
-from kagglecv.params import EmaParams, MixupParams, Params
+from kagglecv.params import EmaParams, MixupParams
+from kagglecv.paths import Paths
 from kagglecv.resume import resume_key
 from kagglecv.stages import split, train
+from tests.conftest import shipped, with_raw
 
 # Everything with state across epochs is on: dropout (kcv_cnn), mixup (NumPy's generator), EMA,
 # the cosine schedule, early stopping, and TTA for the out-of-fold probabilities.
-PARAMS = dataclasses.replace(
-    Params(), n_folds=2, epochs=3, img_size=8, batch_size=32, patience=5, warmup_epochs=1,
+PARAMS = shipped(
+    n_folds=2, epochs=3, img_size=8, batch_size=32, patience=5, warmup_epochs=1,
     mixup=MixupParams(mixup_alpha=0.2), ema=EmaParams(enabled=True, decay=0.9), tta=["hflip"],
 )  # fmt: skip
 
 
-def _train(raw: Path, out: Path, resume_root: Path) -> dict:
-    split.run(PARAMS, raw_dir=raw, out_path=out / "folds.csv")
-    return train.run(
-        PARAMS, raw_dir=raw, folds_path=out / "folds.csv", models_dir=out / "models", oof_path=out / "oof.csv",
-        live_dir=out / "dvclive", metrics_path=out / "train.json", augmented_path=out / "augmented.png",
-        resume_dir=resume_root,
-    )  # fmt: skip
+def interrupt_after(monkeypatch: pytest.MonkeyPatch, fold: int, epochs: int) -> None:
+    """Raise KeyboardInterrupt, as Ctrl-C would, once `fold` has finished `epochs` epochs (and saved them)."""
+    make_logger = train._epoch_logger
+
+    def logger(live, at_fold, *args):
+        log_epoch = make_logger(live, at_fold, *args)
+
+        def on_epoch(entry, replayed=False):
+            log_epoch(entry, replayed)
+            if not replayed and (at_fold, entry.epoch + 1) == (fold, epochs):
+                raise KeyboardInterrupt(f"after fold {fold} epoch {epochs}")
+
+        return on_epoch
+
+    monkeypatch.setattr(train, "_epoch_logger", logger)
+
+
+def _train(raw: Path, root: Path, params=PARAMS) -> tuple[Paths, dict]:
+    paths = with_raw(Paths(root), raw)
+    split.run(params, paths)
+    return paths, train.run(params, paths)
 
 
 @pytest.mark.slow
 def test_rerun_after_an_interruption_matches_an_uninterrupted_run(digits_raw, tmp_path, monkeypatch, caplog):
-    whole = _train(digits_raw, tmp_path / "whole", tmp_path / "resume_whole")
+    whole_paths, whole = _train(digits_raw, tmp_path / "whole")
 
-    out, resume_root = tmp_path / "interrupted", tmp_path / "resume"
-    monkeypatch.setenv(train.STOP_AFTER_ENV, "0:2")  # as if Ctrl-C came after fold 0's second epoch
-    with pytest.raises(KeyboardInterrupt):
-        _train(digits_raw, out, resume_root)
-    (saved,) = list(resume_root.glob("*/fold0.pt"))
+    out = Paths(tmp_path / "interrupted")
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, fold=0, epochs=2)
+        with pytest.raises(KeyboardInterrupt):
+            _train(digits_raw, out.root)
+    (saved,) = list(out.resume.glob("*/fold0.pt"))
     assert torch.load(saved, weights_only=False)["epochs_done"] == 2
 
-    monkeypatch.delenv(train.STOP_AFTER_ENV)
     with caplog.at_level(logging.INFO, logger="kagglecv.train"):
-        resumed = _train(digits_raw, out, resume_root)
+        resumed = train.run(PARAMS, out)
     assert "fold 0: resuming after epoch 2 of an interrupted run" in caplog.text
-    assert not resume_root.exists()  # cleared once the stage completed
+    assert not out.resume.exists()  # cleared once the stage completed
 
-    assert (out / "oof.csv").read_bytes() == (tmp_path / "whole" / "oof.csv").read_bytes()
+    assert out.oof.read_bytes() == whole_paths.oof.read_bytes()
     for fold in (0, 1):
-        a = torch.load(tmp_path / "whole" / "models" / f"fold{fold}.pt", weights_only=False)
-        b = torch.load(out / "models" / f"fold{fold}.pt", weights_only=False)
+        a = torch.load(whole_paths.models / f"fold{fold}.pt", weights_only=False)
+        b = torch.load(out.models / f"fold{fold}.pt", weights_only=False)
         assert a["best_epoch"] == b["best_epoch"] and a["valid_accuracy"] == b["valid_accuracy"]
         for key in a["state_dict"]:
             assert torch.equal(a["state_dict"][key], b["state_dict"][key]), key
     for fold in ("0", "1"):
         assert whole["folds"][fold]["valid_accuracy"] == resumed["folds"][fold]["valid_accuracy"]
-    curve = (out / "dvclive" / "fold0" / "plots" / "metrics" / "valid" / "loss.tsv").read_text().splitlines()
+    curve = (out.live / "fold0" / "plots" / "metrics" / "valid" / "loss.tsv").read_text().splitlines()
     assert len(curve) == 1 + 3  # header and every epoch, the two before the interruption included
 
 
-def test_finished_folds_are_skipped(digits_raw, tmp_path, monkeypatch, caplog):
+def test_finished_folds_are_skipped(digits_paths, monkeypatch, caplog):
     params = dataclasses.replace(PARAMS, epochs=1, model="softmax_regression", mixup=MixupParams(), tta=[])
-    out = tmp_path / "run"
-    split.run(params, raw_dir=digits_raw, out_path=out / "folds.csv")
-    monkeypatch.setenv(train.STOP_AFTER_ENV, "1:1")
-    kwargs = dict(raw_dir=digits_raw, folds_path=out / "folds.csv", models_dir=out / "models", oof_path=out / "oof.csv",
-                  live_dir=out / "dvclive", metrics_path=out / "train.json", augmented_path=out / "augmented.png",
-                  resume_dir=tmp_path / "resume")  # fmt: skip
-    with pytest.raises(KeyboardInterrupt):
-        train.run(params, **kwargs)
-    monkeypatch.delenv(train.STOP_AFTER_ENV)
+    split.run(params, digits_paths)
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, fold=1, epochs=1)
+        with pytest.raises(KeyboardInterrupt):
+            train.run(params, digits_paths)
     with caplog.at_level(logging.INFO, logger="kagglecv.train"):
-        train.run(params, **kwargs)
+        train.run(params, digits_paths)
     assert "fold 0: finished by an earlier, interrupted run; reusing its results" in caplog.text
     assert "fold 1: resuming after epoch 1" in caplog.text
 
@@ -87,18 +99,12 @@ def test_a_change_of_params_or_data_starts_fresh():
     assert key != resume_key(dataclasses.asdict(PARAMS), images, labels[::-1].copy())
 
 
-def test_folds_trained_separately_are_gathered(digits_raw, tmp_path, monkeypatch, caplog):
+def test_folds_trained_separately_are_gathered(digits_paths, caplog):
     params = dataclasses.replace(PARAMS, epochs=1, model="softmax_regression", mixup=MixupParams(), tta=[])
-    out = tmp_path / "run"
-    split.run(params, raw_dir=digits_raw, out_path=out / "folds.csv")
-    kwargs = dict(raw_dir=digits_raw, folds_path=out / "folds.csv", models_dir=out / "models", oof_path=out / "oof.csv",
-                  live_dir=out / "dvclive", metrics_path=out / "train.json", augmented_path=out / "augmented.png",
-                  resume_dir=tmp_path / "resume")  # fmt: skip
-    monkeypatch.setenv(train.ONLY_FOLDS_ENV, "1")  # as on another machine
-    assert set(train.run(params, **kwargs)["folds"]) == {"1"}
-    assert not (out / "oof.csv").exists()
-    monkeypatch.delenv(train.ONLY_FOLDS_ENV)
+    split.run(params, digits_paths)
+    assert set(train.run(params, digits_paths, only_folds={1})["folds"]) == {"1"}  # as on another machine
+    assert not digits_paths.oof.exists()
     with caplog.at_level(logging.INFO, logger="kagglecv.train"):
-        assert set(train.run(params, **kwargs)["folds"]) == {"0", "1"}
+        assert set(train.run(params, digits_paths)["folds"]) == {"0", "1"}
     assert "fold 1: finished by an earlier, interrupted run; reusing its results" in caplog.text
-    assert (out / "oof.csv").exists()
+    assert digits_paths.oof.exists()

@@ -3,6 +3,7 @@ from files seeded where it looks first."""
 
 from __future__ import annotations
 
+import json
 import stat
 import struct
 import zipfile
@@ -14,7 +15,8 @@ import pytest
 import requests
 from kaggle.api.kaggle_api_extended import KaggleApi
 
-from kagglecv.data import read_competition
+from kagglecv.ingest import read_competition
+from kagglecv.paths import Paths
 from kagglecv.sources import SourceError, extract_zip, fetch_local, fetch_torchvision
 from kagglecv.stages import download
 from tests.conftest import run_pipeline, tiny_params
@@ -65,9 +67,9 @@ def test_local_zip_is_unwrapped_and_nested_zips_extracted(tmp_path: Path) -> Non
 
 def test_local_path_missing_names_the_key(tmp_path: Path) -> None:
     with pytest.raises(SourceError, match="data.path: .* does not exist"):
-        download.run(tiny_params(source="local", path=str(tmp_path / "nope.zip")), out_dir=tmp_path / "raw")
+        download.run(tiny_params(source="local", path=str(tmp_path / "nope.zip")), Paths(tmp_path))
     with pytest.raises(SourceError, match="data.path: empty"):
-        download.run(tiny_params(source="local"), out_dir=tmp_path / "raw")
+        download.run(tiny_params(source="local"), Paths(tmp_path))
 
 
 def test_kaggle_download_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,7 +81,7 @@ def test_kaggle_download_runs_end_to_end(tmp_path: Path, monkeypatch: pytest.Mon
 
     monkeypatch.setattr(KaggleApi, "authenticate", lambda self: None)
     monkeypatch.setattr(KaggleApi, "competition_download_files", fake_download)
-    submission = run_pipeline(tiny_params(source="kaggle", competition="digit-recognizer"), tmp_path)
+    submission = run_pipeline(tiny_params(source="kaggle", competition="digit-recognizer"), Paths(tmp_path))
     assert calls == ["digit-recognizer"]
     frame = pd.read_csv(submission, dtype=str)
     assert list(frame.columns) == ["ImageId", "Label"] and frame["ImageId"].tolist() == ["1", "2", "3", "4"]
@@ -112,7 +114,7 @@ def test_kaggle_failures_are_one_sentence(
     monkeypatch.setattr(KaggleApi, "authenticate", fail if isinstance(failure, SystemExit) else lambda self: None)
     monkeypatch.setattr(KaggleApi, "competition_download_files", fail)
     with pytest.raises(SourceError, match=message) as caught:
-        download.run(tiny_params(source="kaggle", competition="digit-recognizer"), out_dir=tmp_path / "raw")
+        download.run(tiny_params(source="kaggle", competition="digit-recognizer"), Paths(tmp_path))
     text = str(caught.value)
     assert "\n" not in text and "secret-key-0123" not in text
     assert not (tmp_path / "raw").exists()  # nothing half-written
@@ -141,7 +143,7 @@ def seed_mnist(raw: Path, name: str) -> np.ndarray:
 def test_torchvision_test_split_becomes_test_part_and_solution(tmp_path: Path, name: str) -> None:
     raw = tmp_path / "data/raw"
     test_labels = seed_mnist(raw, name)
-    summary = download.run(tiny_params(source="torchvision", name=name), out_dir=raw)
+    summary = download.run(tiny_params(source="torchvision", name=name), Paths(tmp_path))
     assert summary == {"train_images": 12, "test_images": 5}
     solution = pd.read_csv(raw / "solution.csv", dtype=str)
     assert solution["ImageId"].tolist() == ["1", "2", "3", "4", "5"]
@@ -153,9 +155,13 @@ def test_torchvision_test_split_becomes_test_part_and_solution(tmp_path: Path, n
 
 def test_torchvision_end_to_end_scores_against_the_solution(tmp_path: Path) -> None:
     seed_mnist(tmp_path / "data/raw", "MNIST")
-    run_pipeline(tiny_params(source="torchvision", name="MNIST"), tmp_path)
-    scores = pd.read_json(tmp_path / "metrics/leaderboard.json").loc["accuracy", "leaderboard"]
-    assert 0.0 <= scores <= 1.0
+    paths = Paths(tmp_path)
+    run_pipeline(tiny_params(source="torchvision", name="MNIST"), paths)
+    score = json.loads(paths.leaderboard_metrics.read_text())["leaderboard"]["accuracy"]
+    submission = pd.read_csv(paths.submission, dtype=str)
+    solution = pd.read_csv(paths.raw / "solution.csv", dtype=str)
+    assert submission["ImageId"].tolist() == solution["ImageId"].tolist()
+    assert score == pytest.approx((submission["Label"] == solution["Label"]).mean())  # the submission, scored
 
 
 class FakeCIFAR10:
@@ -195,6 +201,6 @@ def test_user_solution_is_copied_in_and_scored(tmp_path: Path) -> None:
     write_pixel_zip(archive)
     truth = tmp_path / "truth.csv"
     truth.write_text("ImageId,Label,Usage\n1,0,Public\n2,1,Public\n3,2,Private\n4,0,Private\n")
-    run_pipeline(tiny_params(source="local", path=str(archive), solution=str(truth)), tmp_path / "run")
+    run_pipeline(tiny_params(source="local", path=str(archive), solution=str(truth)), Paths(tmp_path / "run"))
     assert (tmp_path / "run/data/raw/solution.csv").read_text() == truth.read_text()
     assert set(pd.read_json(tmp_path / "run/metrics/leaderboard.json")["leaderboard"].index) == {"accuracy"}

@@ -1,6 +1,7 @@
 import pytest
 
-from kagglecv.data import CompetitionError, read_competition
+from kagglecv.data import CompetitionError
+from kagglecv.ingest import read_competition
 from kagglecv.stages.split import make_folds
 
 

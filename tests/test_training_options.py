@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 
 import numpy as np
 import pytest
 
-from kagglecv.params import EmaParams, MixupParams, Params
+from kagglecv.params import EmaParams, MixupParams
 from kagglecv.stages import predict, split, train
+from tests.conftest import shipped
 
 
 @pytest.mark.slow
@@ -24,20 +24,14 @@ from kagglecv.stages import predict, split, train
     ],
     ids=["timm-resnet-everything", "mlp-mse-weights"],
 )
-def test_stages_run_with_the_options(digits_raw, tmp_path, options):
-    params = dataclasses.replace(Params(), n_folds=2, epochs=2, batch_size=32, patience=1, warmup_epochs=1, **options)
-    split.run(params, raw_dir=digits_raw, out_path=tmp_path / "folds.csv")
-    summary = train.run(
-        params, raw_dir=digits_raw, folds_path=tmp_path / "folds.csv", models_dir=tmp_path / "models",
-        oof_path=tmp_path / "oof.csv", live_dir=tmp_path / "dvclive", metrics_path=tmp_path / "train.json",
-        augmented_path=tmp_path / "augmented.png", resume_dir=tmp_path / "resume",
-    )  # fmt: skip
+def test_stages_run_with_the_options(digits_paths, options):
+    params = shipped(n_folds=2, epochs=2, batch_size=32, patience=1, warmup_epochs=1, **options)
+    paths = digits_paths
+    split.run(params, paths)
+    summary = train.run(params, paths)
     assert set(summary["folds"]) == {"0", "1"}
-    predict.run(
-        params, raw_dir=digits_raw, models_dir=tmp_path / "models", submission_path=tmp_path / "submission.csv",
-        probs_path=tmp_path / "probs.csv", views_path=tmp_path / "views.npz", metrics_path=tmp_path / "lb.json",
-    )  # fmt: skip
-    views = np.load(tmp_path / "views.npz")
+    predict.run(params, paths)
+    views = np.load(paths.test_views)
     assert views["probs"].shape[:2] == (2, 1 + len(params.tta))
     np.testing.assert_allclose(views["probs"].sum(-1), 1.0, atol=1e-4)  # two epochs: contracts, not accuracy
-    assert "accuracy" in json.loads((tmp_path / "lb.json").read_text())["leaderboard"]
+    assert "accuracy" in json.loads(paths.leaderboard_metrics.read_text())["leaderboard"]

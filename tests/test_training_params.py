@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import yaml
 
-from kagglecv.folds import epoch_subset, fit_config
-from kagglecv.params import Params, ParamsError, load_params
+from kagglecv.engine import FitConfig, fit_config
+from kagglecv.fold_training import epoch_subset
+from kagglecv.params import EmaParams, MixupParams, Params, ParamsError, load_params
 from kagglecv.transforms import TransformError, build_transforms, default_augment
 from tests.conftest import REPO
 
@@ -78,5 +79,15 @@ def test_epoch_subsets_split_each_draw_among_processes():
     assert 9 not in epoch_subset(10, seed=1, fold=0, epoch=0, weights=weights)
 
 
-def test_params_dataclass_has_a_default_for_every_key():
-    assert dataclasses.asdict(Params())["ema"] == {"enabled": False, "decay": 0.999}
+def test_the_engines_config_is_derived_from_params_with_no_defaults_of_its_own():
+    assert [f.name for f in dataclasses.fields(FitConfig) if f.default is not dataclasses.MISSING] == []
+    params = dataclasses.replace(
+        load_params(REPO / "params.yaml"), lr=0.123, patience=3, optimizer="sgd", warmup_epochs=4, clip_grad=0.5,
+        ema=EmaParams(enabled=True, decay=0.5), mixup=MixupParams(mixup_alpha=0.1, cutmix_alpha=0.2, prob=0.3, switch_prob=0.4),
+    )  # fmt: skip
+    config = dataclasses.asdict(fit_config(params))
+    flat = dataclasses.asdict(params)
+    same_name = {k: v for k, v in config.items() if k in flat and k != "ema"}
+    assert same_name == {k: flat[k] for k in same_name} and len(same_name) == len(config) - 6
+    assert (config["ema"], config["ema_decay"]) == (True, 0.5)
+    assert [config[k] for k in ("mixup_alpha", "cutmix_alpha", "mixup_prob", "mixup_switch_prob")] == [0.1, 0.2, 0.3, 0.4]

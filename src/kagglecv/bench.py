@@ -21,7 +21,6 @@ import dataclasses
 import json
 import os
 import re
-import shutil
 import statistics
 import subprocess
 import tempfile
@@ -32,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 
 from kagglecv import bench_photo
 from kagglecv.bench_timing import (
@@ -50,11 +48,9 @@ from kagglecv.engine import Trainer, predict_probs, select_precision
 from kagglecv.loaders import eval_batches
 from kagglecv.params import Params, load_params
 from kagglecv.transforms import resolve_augment
+from kagglecv.workspace import copy_project
 
 RESULTS = Path("benchmarks/results.json")
-PROJECT_FILES = ("src", ".dvc", "dvc.yaml", ".dvcignore", ".gitignore", "params.yaml")
-
-
 MEAN, STD = torch.tensor([0.5]), torch.tensor([0.25])
 
 
@@ -125,26 +121,6 @@ def time_noop_repro(repeats: int) -> float:
             subprocess.run(["dvc", "repro"], cwd=root, env=env, check=True, capture_output=True)
             times.append(time.perf_counter() - start)
     return statistics.median(times)
-
-
-def copy_project(src: Path, dest: Path, overrides: dict) -> None:
-    """A git repository at `dest` holding this project's pipeline, with `overrides` in params.yaml."""
-    for name in PROJECT_FILES:
-        if (src / name).is_dir():
-            shutil.copytree(src / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "tmp", "cache"))
-        elif (src / name).exists():
-            shutil.copy(src / name, dest / name)
-    override_params(dest, overrides)
-    env = {**os.environ, "GIT_AUTHOR_NAME": "kagglecv", "GIT_AUTHOR_EMAIL": "kagglecv@localhost",
-           "GIT_COMMITTER_NAME": "kagglecv", "GIT_COMMITTER_EMAIL": "kagglecv@localhost"}  # fmt: skip
-    for cmd in (["git", "init", "-q"], ["git", "add", "-A"], ["git", "commit", "-qm", "project"]):
-        subprocess.run(cmd, cwd=dest, env=env, check=True, capture_output=True)
-
-
-def override_params(project: Path, overrides: dict) -> None:
-    """Set top-level keys of `project`'s params.yaml."""
-    params = yaml.safe_load((project / "params.yaml").read_text())
-    (project / "params.yaml").write_text(yaml.safe_dump({**params, **overrides}, sort_keys=False))
 
 
 def run(

@@ -29,9 +29,9 @@ import yaml
 from sklearn.model_selection import train_test_split
 
 from kagglecv.artifacts import write_json
-from kagglecv.bench import copy_project
 from kagglecv.bench_timing import REPORT, machine_description, replace_section
 from kagglecv.engine import select_precision
+from kagglecv.workspace import copy_project
 
 RESULTS = Path("benchmarks/layouts.json")
 LAYOUTS = ("pixel_csv", "labels_csv", "class_folders", "label_in_name")

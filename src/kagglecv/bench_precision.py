@@ -24,10 +24,10 @@ import torch
 import yaml
 
 from kagglecv.artifacts import write_json
-from kagglecv.bench import copy_project, override_params
 from kagglecv.bench_timing import REPORT, machine_description, replace_section
 from kagglecv.engine import select_precision
 from kagglecv.runtime import main_of
+from kagglecv.workspace import copy_project, override_params
 
 SETTINGS: dict[str, dict] = {
     "float32": {"amp": "off"},

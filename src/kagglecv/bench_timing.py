@@ -24,8 +24,7 @@ import numpy as np
 import torch
 
 from kagglecv.batch_transforms import resize_batch
-from kagglecv.engine import Precision, Trainer, build_trainer, train_one_epoch
-from kagglecv.folds import fit_config
+from kagglecv.engine import Precision, Trainer, build_trainer, fit_config, train_one_epoch
 from kagglecv.loaders import gather, train_batches
 from kagglecv.models import build_model
 from kagglecv.params import Params

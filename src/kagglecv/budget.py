@@ -20,7 +20,7 @@ from pathlib import Path
 
 from kagglecv import distributed
 from kagglecv.artifacts import write_json
-from kagglecv.folds import FoldData, TrainSetup, train_fold
+from kagglecv.fold_training import FoldData, TrainSetup, train_fold
 from kagglecv.params import Params
 from kagglecv.resume import ResumeStore
 

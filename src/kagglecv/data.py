@@ -1,6 +1,6 @@
 """A competition on disk, read into one uniform description whatever its layout.
 
-`read_competition(root)` returns a `Competition`: training ids and labels (as the files spell
+`kagglecv.ingest.read_competition(root)` returns the `Competition` defined here: training ids and labels (as the files spell
 them), test ids in the sample submission's order, where the sample submission (and, for closed
 competitions, the solution) lives, and the images of both parts as `ImageSource`s that load
 into uint8 arrays (N, img_size, img_size, C) (`kagglecv.images`). Stages see only this description, so a new layout
@@ -16,9 +16,6 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
-RAW_DIR = Path("data/raw")
-FOLDS_FILE = Path("data/folds.csv")
-INGEST_REPORT = Path("data/ingest_report.csv")
 CACHE_DIR_NAME = "cache"  # decoded images live in data/cache/, beside data/raw/
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff")
 TRAIN_ONLY_FOLD = -1  # folds.csv: trained on by every model, validated by none (a holdout split's training rows)
@@ -106,32 +103,7 @@ def read_ids(csv_path: Path) -> list[str]:
     return pd.read_csv(csv_path, dtype=str, keep_default_na=False).iloc[:, 0].tolist()
 
 
-def read_competition(
-    root: Path = RAW_DIR,
-    layout: str = "auto",
-    *,
-    bad_images: str = "skip",
-    check_images: bool = True,
-    similar_labels: str = "merge",
-) -> Competition:
-    """Read the competition under `root` in `layout` (auto: detected from the files) and run the ingest
-    checks (`kagglecv.ingest`): unusable training images are left out (`bad_images: skip`) or stop it
-    (`stop`), a problem with the test set always does; labels that differ only in case or whitespace
-    are merged (`similar_labels: merge`) or stop it. `check_images` False skips decoding the images."""
-    from kagglecv.ingest import inspect_competition  # builds on this module's types, as do the readers
-    from kagglecv.layouts import LAYOUTS, detect_layout
-
-    if not root.exists():
-        raise CompetitionError(f"{root} missing: run 'dvc repro download' first")
-    name = detect_layout(root) if layout == "auto" else layout
-    if name not in LAYOUTS:
-        raise CompetitionError(f"data.layout: {name!r} is not supported; choose one of auto, {', '.join(LAYOUTS)}")
-    return inspect_competition(
-        LAYOUTS[name](root), bad_images=bad_images, check_images=check_images, similar_labels=similar_labels
-    )
-
-
-def read_folds(path: Path = FOLDS_FILE) -> pd.DataFrame:
+def read_folds(path: Path) -> pd.DataFrame:
     """data/folds.csv: id (text), label (text), fold (int; `TRAIN_ONLY_FOLD` for rows no model validates on)."""
     if not path.exists():
         raise CompetitionError(f"{path} missing: run 'dvc repro split' first")

@@ -51,6 +51,12 @@ def device_for(devices: int | str) -> str | None:
     return "cpu"
 
 
+def device_type(devices: int | str) -> str:
+    """"cuda" or "cpu": the kind of device this process trains on (as `select_precision` picks it)."""
+    device = device_for(devices)
+    return torch.device(device).type if device else ("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def launch_or_run(run: Callable[[], object], devices: int | str, module: str = "kagglecv.stages.train") -> None:
     """Run `run` here when one process is asked for (or we are one of torchrun's); else relaunch `module`."""
     n = count_devices(devices)
@@ -66,7 +72,8 @@ def launch_or_run(run: Callable[[], object], devices: int | str, module: str = "
     if n <= 1:
         run()
         return
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m", module]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}", "-m", module,
+               *sys.argv[1:]]  # fmt: skip
     code = subprocess.call(command)
     if code:
         raise SystemExit(code)

@@ -20,8 +20,8 @@ import torch
 
 from kagglecv.losses import build_loss, build_mixup
 from kagglecv.optim import LrSchedule, build_ema, build_optimizer
-from kagglecv.params import ParamsError
-from kagglecv.resume import restore, snapshot
+from kagglecv.params import Params, ParamsError
+from kagglecv.resume import read_rng_state, write_rng_state
 from kagglecv.stopping import EarlyStopping
 from kagglecv.tta import IDENTITY, apply_view
 
@@ -71,32 +71,43 @@ def to_input(images: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, precis
 
 @dataclass(frozen=True)
 class FitConfig:
-    """What `fit` needs beyond the model and the data; built by the train stage from params."""
+    """What `fit` needs beyond the model and the data: the training knobs of `Params`, flattened
+    (`fit_config`); no defaults of its own, so params.yaml is the only place they are set."""
 
     epochs: int
     lr: float
-    weight_decay: float = 0.0
-    optimizer: str = "adamw"
-    momentum: float = 0.9
-    nesterov: bool = False
-    scheduler: str = "cosine"
-    warmup_epochs: int = 0
-    decay_epochs: int = 10
-    decay_rate: float = 0.1
-    loss: str = "cross_entropy"
-    label_smoothing: float = 0.0
-    focal_gamma: float = 2.0
-    mixup_alpha: float = 0.0
-    cutmix_alpha: float = 0.0
-    mixup_prob: float = 1.0
-    mixup_switch_prob: float = 0.5
-    clip_grad: float = 0.0  # max gradient norm; 0: off
-    accumulate: int = 1  # batches per optimiser step
-    ema: bool = False
-    ema_decay: float = 0.999
-    patience: int = 8
-    monitor: str = "valid_loss"  # valid_loss | valid_accuracy
-    compile: bool = False
+    weight_decay: float
+    optimizer: str
+    momentum: float
+    nesterov: bool
+    scheduler: str
+    warmup_epochs: int
+    decay_epochs: int
+    decay_rate: float
+    loss: str
+    label_smoothing: float
+    focal_gamma: float
+    mixup_alpha: float
+    cutmix_alpha: float
+    mixup_prob: float
+    mixup_switch_prob: float
+    clip_grad: float  # max gradient norm; 0: off
+    accumulate: int  # batches per optimiser step
+    ema: bool
+    ema_decay: float
+    patience: int
+    monitor: str  # valid_loss | valid_accuracy
+    compile: bool
+
+
+def fit_config(params: Params) -> FitConfig:
+    """The training knobs of `params`; the `mixup` and `ema` sections flattened into their own fields."""
+    names = {f.name for f in dataclasses.fields(FitConfig)}
+    flat = {k: v for k, v in dataclasses.asdict(params).items() if k in names and k != "ema"}
+    return FitConfig(
+        **flat, ema=params.ema.enabled, ema_decay=params.ema.decay, mixup_alpha=params.mixup.mixup_alpha,
+        cutmix_alpha=params.mixup.cutmix_alpha, mixup_prob=params.mixup.prob, mixup_switch_prob=params.mixup.switch_prob,
+    )  # fmt: skip
 
 
 @dataclass
@@ -163,6 +174,34 @@ class Trainer:
         self.schedule.after_step(self.step)
         if self.ema is not None:
             self.ema.update(self.plain_model, step=self.step)
+
+
+def snapshot(trainer: Trainer, stopper: EarlyStopping, history: list[dict], epochs_done: int) -> dict:
+    """Everything needed to continue `engine.fit` after `epochs_done` epochs, as plain tensors and numbers."""
+    cpu = lambda sd: {k: v.detach().cpu().clone() for k, v in sd.items()}  # noqa: E731
+    return {
+        "epochs_done": epochs_done, "step": trainer.step, "model": cpu(trainer.plain_model.state_dict()),
+        "optimizer": trainer.optimizer.state_dict(), "schedule": trainer.schedule.state_dict(),
+        "scaler": trainer.scaler.state_dict() if trainer.scaler is not None else None,
+        "ema": cpu(trainer.ema.module.state_dict()) if trainer.ema is not None else None,
+        "stopper": stopper.state_dict(), "history": history,
+        "rng": read_rng_state(),
+    }  # fmt: skip
+
+
+def restore(trainer: Trainer, stopper: EarlyStopping, state: dict) -> tuple[list[dict], int]:
+    """Load a `snapshot` into `trainer` and `stopper`; return (history, epochs done)."""
+    trainer.plain_model.load_state_dict(state["model"])
+    trainer.optimizer.load_state_dict(state["optimizer"])
+    trainer.schedule.load_state_dict(state["schedule"])
+    if trainer.scaler is not None and state["scaler"] is not None:
+        trainer.scaler.load_state_dict(state["scaler"])
+    if trainer.ema is not None and state["ema"] is not None:
+        trainer.ema.module.load_state_dict(state["ema"])
+    trainer.step = state["step"]
+    stopper.load_state_dict(state["stopper"])
+    write_rng_state(state["rng"])
+    return state["history"], state["epochs_done"]
 
 
 def train_one_epoch(trainer: Trainer, batches: Batches, *, mean: torch.Tensor, std: torch.Tensor) -> tuple[float, float, int]:

@@ -12,6 +12,7 @@ channel count, and written atomically, so an interrupted decode leaves no half f
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import mmap
@@ -26,9 +27,10 @@ import numpy as np
 from numpy.lib.format import open_memmap
 from PIL import Image
 
+from kagglecv import distributed
 from kagglecv.artifacts import atomic_path
 from kagglecv.data import CompetitionError, ImageSource
-from kagglecv.params import ParamsError
+from kagglecv.params import Params, ParamsError
 from kagglecv.progress import Progress
 
 log = logging.getLogger("kagglecv.images")
@@ -255,6 +257,13 @@ def resolve_sizes(img_size: int | str, cache_size: int, images: ImageSource, dev
     if cache_size and cache_size < size:
         raise ParamsError(f"cache_size: {cache_size} is below img_size {size}; set 0 (decode to img_size) or at least {size}")
     return size, cache_size or size
+
+
+def with_sizes(params: Params, images: ImageSource) -> Params:
+    """`params` with `img_size` (`auto` chosen from `images` and the device) and `cache_size` as numbers."""
+    device_type = distributed.device_type(params.devices)
+    img_size, cache_size = resolve_sizes(params.img_size, params.cache_size, images, device_type)
+    return dataclasses.replace(params, img_size=img_size, cache_size=cache_size)
 
 
 def decode_set(images: ImageSource, *, img_size: int, channels: int = 0) -> np.ndarray:

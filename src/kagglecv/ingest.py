@@ -1,4 +1,5 @@
-"""The ingest checks: every image of a competition is looked at once, before anything trains on it.
+"""Reading a competition (`read_competition`: its layout detected and read, then checked) and the
+ingest checks: every image of a competition is looked at once, before anything trains on it.
 
 `inspect_competition` takes what a layout reader found and returns the competition every stage
 uses, with its problems listed (`Competition.problems`, written by `split` to
@@ -42,6 +43,7 @@ from PIL import Image, UnidentifiedImageError
 from kagglecv.artifacts import write_json
 from kagglecv.data import Competition, CompetitionError, ImageSource, IngestProblem
 from kagglecv.images import FileImages
+from kagglecv.layouts import LAYOUTS, detect_layout
 from kagglecv.progress import Progress
 
 log = logging.getLogger("kagglecv.ingest")
@@ -251,4 +253,26 @@ def inspect_competition(
         valid_ids=c.valid_ids & frozenset(ids),
         unusable_train={},
         problems=tuple(problems),
+    )
+
+
+def read_competition(
+    root: Path,
+    layout: str = "auto",
+    *,
+    bad_images: str = "skip",
+    check_images: bool = True,
+    similar_labels: str = "merge",
+) -> Competition:
+    """Read the competition under `root` in `layout` (auto: detected from the files) and run the ingest
+    checks (`inspect_competition`): unusable training images are left out (`bad_images: skip`) or stop it
+    (`stop`), a problem with the test set always does; labels that differ only in case or whitespace
+    are merged (`similar_labels: merge`) or stop it. `check_images` False skips decoding the images."""
+    if not root.exists():
+        raise CompetitionError(f"{root} missing: run 'dvc repro download' first")
+    name = detect_layout(root) if layout == "auto" else layout
+    if name not in LAYOUTS:
+        raise CompetitionError(f"data.layout: {name!r} is not supported; choose one of auto, {', '.join(LAYOUTS)}")
+    return inspect_competition(
+        LAYOUTS[name](root), bad_images=bad_images, check_images=check_images, similar_labels=similar_labels
     )

@@ -22,18 +22,49 @@ from collections.abc import Callable
 from functools import partial
 
 import albumentations as A
+import cv2
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
 from kagglecv.batch_transforms import build_batch_transforms, resize_batch
 from kagglecv.images import release_pages
-from kagglecv.transforms import ImageDataset, apply_transforms, build_transforms
+from kagglecv.transforms import apply_transforms, build_transforms
 
 RESIDENT_SHARE = 0.25  # a training set up to this share of the GPU's memory is copied there once
 RELEASE_BYTES = 256 << 20  # after gathering this much from a memory-mapped set, unmap what was read
 
 BatchOp = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """The uint8 images (N, H, W, C) at `rows` (all by default; `labels` are theirs), each through
+    `transform` and brought to `size`; yields ((C, H, W) uint8 tensor, label)."""
+
+    def __init__(
+        self, images: np.ndarray, labels: np.ndarray | None, transform: A.Compose | None = None, *,
+        rows: np.ndarray | None = None, size: int | None = None,
+    ) -> None:  # fmt: skip
+        self.images = images
+        self.rows = np.arange(len(images)) if rows is None else np.asarray(rows, dtype=np.int64)
+        self.labels = labels
+        self.transform = transform
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        image = np.asarray(self.images[self.rows[i]])
+        if self.transform is not None:
+            image = self.transform(image=image)["image"]
+            if image.ndim == 2:  # some transforms drop a single channel axis
+                image = image[:, :, None]
+        if self.size is not None and image.shape[:2] != (self.size, self.size):
+            channels = image.shape[2]
+            image = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_AREA).reshape(self.size, self.size, channels)
+        label = -1 if self.labels is None else int(self.labels[i])
+        return torch.from_numpy(np.array(image.transpose(2, 0, 1))), label  # (H, W, C) -> (C, H, W), a writable copy
 
 
 def epoch_seed(seed: int, fold: int, epoch: int) -> int:

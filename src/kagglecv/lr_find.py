@@ -32,20 +32,21 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from kagglecv.artifacts import atomic_path
-from kagglecv.data import FOLDS_FILE, RAW_DIR, CompetitionError, read_competition, read_folds
-from kagglecv.engine import Trainer, build_trainer, to_input
-from kagglecv.folds import fit_config
+from kagglecv.data import CompetitionError, read_folds
+from kagglecv.engine import Trainer, build_trainer, fit_config, to_input
+from kagglecv.fold_training import make_setup
+from kagglecv.images import with_sizes
+from kagglecv.ingest import read_competition
 from kagglecv.loaders import train_batches
 from kagglecv.losses import inverse_frequency
 from kagglecv.models import ModelError, build_model
 from kagglecv.params import Params, ParamsError, load_params
+from kagglecv.paths import Paths
 from kagglecv.runtime import main_of, seed_everything
-from kagglecv.stages.train import make_setup, with_sizes
 from kagglecv.transforms import TransformError, resolve_augment
 
 log = logging.getLogger("kagglecv.lr_find")
 
-PLOT_FILE = Path("plots/lr_find.png")
 SMOOTHED_SHARE = 0.05  # the running average spans about this share of the sweep's steps
 DIVERGED = 4.0  # stop once the smoothed loss exceeds this many times its lowest value
 MAX_STEPS = 1000
@@ -129,13 +130,12 @@ def cycle_batches(batches: Callable[[int], object]) -> Iterator:
         yield from batches(epoch)
 
 
-def run(params: Params, *, raw_dir: Path = RAW_DIR, folds_path: Path = FOLDS_FILE, plot_path: Path = PLOT_FILE,
-        steps: int = 100, start_lr: float = 1e-7, end_lr: float = 10.0) -> LrFind:  # fmt: skip
-    """The range test on fold 0's training images; draws the curve at `plot_path`."""
-    competition = read_competition(raw_dir, params.data.layout)
-    folds = read_folds(folds_path)
+def run(params: Params, paths: Paths = Paths(), *, steps: int = 100, start_lr: float = 1e-7, end_lr: float = 10.0) -> LrFind:
+    """The range test on fold 0's training images; draws the curve at `paths.lr_find_plot`."""
+    competition = read_competition(paths.raw, params.data.layout)
+    folds = read_folds(paths.folds)
     if folds["id"].tolist() != competition.train_ids:
-        raise CompetitionError(f"{folds_path} does not match {raw_dir}: run 'dvc repro split' again")
+        raise CompetitionError(f"{paths.folds} does not match {paths.raw}: run 'dvc repro split' again")
     classes = competition.classes
     labels = np.array([classes.index(label) for label in competition.train_labels])
     params = with_sizes(params, competition.train_images)
@@ -156,7 +156,7 @@ def run(params: Params, *, raw_dir: Path = RAW_DIR, folds_path: Path = FOLDS_FIL
                             num_classes=len(classes), class_weights=weights)  # fmt: skip
     result = sweep(trainer, cycle_batches(batches), lr_steps(start_lr, end_lr, steps),
                    mean=torch.tensor(setup.mean), std=torch.tensor(setup.std))  # fmt: skip
-    write_plot(plot_path, result)
+    write_plot(paths.lr_find_plot, result)
     return result
 
 
@@ -217,7 +217,7 @@ def _arguments() -> argparse.Namespace:
 def _main() -> None:
     args = _arguments()
     result = run(load_params(), steps=args.steps, start_lr=args.start_lr, end_lr=args.end_lr)
-    print(report(result, PLOT_FILE))
+    print(report(result, Paths().lr_find_plot))
 
 
 main = main_of(_main, ParamsError, CompetitionError, ModelError, TransformError, LrFindError)

@@ -130,6 +130,15 @@ def vgg_style(num_classes: int = 11, in_chans: int = 3, img_size: int = 128, dro
     return model
 
 
+def unknown_model(name: str) -> str | None:
+    """What is wrong with `name` as a model, naming the closest names in timm's registry; None if it is one."""
+    if timm.is_model(name):
+        return None
+    close = difflib.get_close_matches(name, timm.list_models(), n=5)
+    hint = f"; closest names in timm's registry: {', '.join(close)}" if close else ""
+    return f"model: unknown model {name!r}{hint} (any name from timm.list_models())"
+
+
 def build_model(*, name: str, num_classes: int, in_chans: int, img_size: int, pretrained: str = "") -> nn.Module:
     """Create `name` from timm's registry with the data's channel and class counts.
 
@@ -138,10 +147,9 @@ def build_model(*, name: str, num_classes: int, in_chans: int, img_size: int, pr
     our checkpoints). The classifier is re-initialised when the class count differs, and the
     first convolution adapted when the channel count does (timm's rules).
     """
-    if not timm.is_model(name):
-        close = difflib.get_close_matches(name, timm.list_models(), n=5)
-        hint = f"; closest names in timm's registry: {', '.join(close)}" if close else ""
-        raise ModelError(f"model: unknown model {name!r}{hint}")
+    problem = unknown_model(name)
+    if problem:
+        raise ModelError(problem)
     kwargs = {"num_classes": num_classes, "in_chans": in_chans, **({"img_size": img_size} if name in _TAKES_IMG_SIZE else {})}
     if not pretrained:
         return timm.create_model(name, pretrained=False, **kwargs)

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import yaml
 
-PARAMS_FILE = Path("params.yaml")
+from kagglecv.paths import Paths
 
 
 class ParamsError(ValueError):
@@ -73,7 +73,9 @@ class EmaParams:
 
 @dataclass(frozen=True)
 class Params:
-    """Everything in `params.yaml`. Top-level keys are the everyday knobs (`dvc exp run -S lr=…`)."""
+    """Everything in `params.yaml`. Top-level keys are the everyday knobs (`dvc exp run -S lr=…`).
+
+    Every default is the value params.yaml ships, so a key left out of the file means the shipped recipe."""
 
     seed: int = 42
     n_folds: int = field(default=5, metadata=_range(ge=2))
@@ -82,7 +84,7 @@ class Params:
     normalize: Literal["auto", "data", "model"] = "auto"  # auto: the model's stats when pretrained
     img_size: int | Literal["auto"] = field(default="auto", metadata=_range(ge=1))  # auto: from the images and device
     cache_size: int = field(default=0, metadata=_range(ge=0))  # decoded side kept on disk; 0: img_size
-    epochs: int = field(default=30, metadata=_range(ge=1))
+    epochs: int = field(default=20, metadata=_range(ge=1))
     time_limit: float = field(default=0.0, metadata=_range(ge=0.0))  # minutes for the train stage; 0: no limit
     batch_size: int = field(default=64, metadata=_range(ge=1))
     lr: float = field(default=3.0e-3, metadata=_range(gt=0.0))
@@ -102,7 +104,7 @@ class Params:
     clip_grad: float = field(default=0.0, metadata=_range(ge=0.0))  # max gradient norm; 0: off
     accumulate: int = field(default=1, metadata=_range(ge=1))  # batches per optimiser step
     ema: EmaParams = EmaParams()
-    patience: int = field(default=8, metadata=_range(ge=0))  # epochs without improvement
+    patience: int = field(default=6, metadata=_range(ge=0))  # epochs without improvement
     monitor: Literal["valid_loss", "valid_accuracy"] = "valid_loss"
     amp: Literal["auto", "on", "off", "bf16", "fp16"] = "auto"  # auto: on with CUDA, off on CPU
     channels_last: bool = True
@@ -113,7 +115,8 @@ class Params:
     devices: int | Literal["auto"] = field(default=1, metadata=_range(ge=1))  # auto: every GPU
     tta: list[str] = field(default_factory=list)  # extra test-time views: hflip, vflip, shift:DX:DY
     data: DataParams = DataParams()
-    augment: Augment | Literal["auto"] = "auto"  # training pipeline; auto: chosen by img_size
+    augment: Augment | Literal["auto"] = field(default_factory=lambda: [
+        {"Affine": {"translate_px": {"x": [-2, 2], "y": [-2, 2]}, "p": 1.0}}])  # training; auto: chosen by img_size
     augment_test: Augment = field(default_factory=list)  # deterministic, before every prediction
 
 
@@ -123,11 +126,12 @@ def _check_together(params: Params, errors: list[str]) -> None:
         errors.append(f"batch_size: {params.batch_size} must be even when mixup is on (timm's Mixup pairs images)")
 
 
-def load_params(path: Path | str = PARAMS_FILE, *, check_names: bool = True) -> Params:
+def load_params(path: Path | str = Paths().params) -> Params:
     """Read and validate `path`; raise `ParamsError` naming every bad key.
 
-    `check_names` False skips the lookups in timm's registry and albumentations (`_check_names`),
-    which cost seconds of imports; every other check (keys, types, ranges) still runs."""
+    Keys, types, ranges and the rules that tie keys together are checked here; the names that only
+    timm and albumentations know (`model`, `augment` entries) where they are built
+    (`kagglecv.fold_training.check_names`), so reading params imports neither."""
     path = Path(path)
     if not path.exists():
         raise ParamsError(f"{path} not found: run from the repository root, where params.yaml lives")
@@ -137,8 +141,6 @@ def load_params(path: Path | str = PARAMS_FILE, *, check_names: bool = True) -> 
         raise ParamsError(f"{path} is not valid YAML: {err}") from err
     errors: list[str] = []
     params = _build(Params, raw, "", errors)
-    if check_names:
-        errors += _check_names(params, raw if isinstance(raw, dict) else {})
     if not errors:
         _check_together(params, errors)
     if errors:
@@ -250,30 +252,3 @@ def _check_range(meta: typing.Mapping, value: Any, key: str, errors: list[str]) 
         errors.append(f"{key}: {value} is too small; it must be greater than {meta['gt']}")
     if meta.get("le") is not None and value > meta["le"]:
         errors.append(f"{key}: {value} is too large; it must be at most {meta['le']}")
-
-
-def _check_names(params: Params, raw: dict) -> list[str]:
-    """Problems with the names `params.yaml` gives: a `model` not in timm's registry, `augment:`
-    entries albumentations does not have. Only keys set in the file are checked (the defaults are valid)."""
-    errors = []
-    if "model" in raw and isinstance(raw["model"], str):
-        import timm
-
-        import kagglecv.models  # noqa: F401  registers the project's own models with timm
-
-        if not timm.is_model(params.model):
-            close = difflib.get_close_matches(params.model, timm.list_models(), n=5)
-            hint = f"; closest names in timm's registry: {', '.join(close)}" if close else ""
-            errors.append(f"model: unknown model {params.model!r}{hint} (any name from timm.list_models())")
-    for key in ("augment", "augment_test"):
-        spec = getattr(params, key)
-        if not raw.get(key) or not isinstance(spec, list):  # "auto" is resolved by image size
-            continue
-        from kagglecv.transforms import TransformError, build_transforms
-
-        for i, entry in enumerate(spec):  # one at a time, so every bad entry is reported
-            try:
-                build_transforms(spec=[entry], seed=0, key=key)
-            except TransformError as err:
-                errors.append(str(err).replace(f"{key}[0]", f"{key}[{i}]", 1))
-    return errors

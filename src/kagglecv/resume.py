@@ -14,18 +14,11 @@ import json
 import random
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from kagglecv.artifacts import write_checkpoint
-
-if TYPE_CHECKING:  # only for annotations: engine imports this module
-    from kagglecv.engine import Trainer
-    from kagglecv.stopping import EarlyStopping
-
-RESUME_DIR = Path(".kagglecv/resume")
 
 
 def read_rng_state() -> dict:
@@ -59,38 +52,10 @@ def resume_key(params: dict, *arrays: np.ndarray, files: tuple[Path, ...] = ()) 
     return digest.hexdigest()[:16]
 
 
-def snapshot(trainer: Trainer, stopper: EarlyStopping, history: list[dict], epochs_done: int) -> dict:
-    """Everything needed to continue `engine.fit` after `epochs_done` epochs, as plain tensors and numbers."""
-    cpu = lambda sd: {k: v.detach().cpu().clone() for k, v in sd.items()}  # noqa: E731
-    return {
-        "epochs_done": epochs_done, "step": trainer.step, "model": cpu(trainer.plain_model.state_dict()),
-        "optimizer": trainer.optimizer.state_dict(), "schedule": trainer.schedule.state_dict(),
-        "scaler": trainer.scaler.state_dict() if trainer.scaler is not None else None,
-        "ema": cpu(trainer.ema.module.state_dict()) if trainer.ema is not None else None,
-        "stopper": stopper.state_dict(), "history": history,
-        "rng": read_rng_state(),
-    }  # fmt: skip
-
-
-def restore(trainer: Trainer, stopper: EarlyStopping, state: dict) -> tuple[list[dict], int]:
-    """Load a `snapshot` into `trainer` and `stopper`; return (history, epochs done)."""
-    trainer.plain_model.load_state_dict(state["model"])
-    trainer.optimizer.load_state_dict(state["optimizer"])
-    trainer.schedule.load_state_dict(state["schedule"])
-    if trainer.scaler is not None and state["scaler"] is not None:
-        trainer.scaler.load_state_dict(state["scaler"])
-    if trainer.ema is not None and state["ema"] is not None:
-        trainer.ema.module.load_state_dict(state["ema"])
-    trainer.step = state["step"]
-    stopper.load_state_dict(state["stopper"])
-    write_rng_state(state["rng"])
-    return state["history"], state["epochs_done"]
-
-
 class ResumeStore:
     """`<root>/<key>/fold<k>.pt`: one file per fold, replaced atomically."""
 
-    def __init__(self, key: str, root: Path = RESUME_DIR) -> None:
+    def __init__(self, key: str, root: Path) -> None:
         self.dir = Path(root) / key
 
     def path(self, fold: int) -> Path:

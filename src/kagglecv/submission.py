@@ -14,16 +14,16 @@ from __future__ import annotations
 import argparse
 import sys
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, log_loss
 
+from kagglecv.paths import Paths
 from kagglecv.submission_check import (
-    INTEGER,
     INTEGRAL_DECIMAL,
+    SampleSubmission,
     SubmissionCheck,
     check_submission,
     check_submission_text,
@@ -36,28 +36,6 @@ SHOWN_PER_KIND = 10  # problem lines printed per kind before "... and N more" (-
 
 class SubmissionError(ValueError):
     """The submission cannot match the sample submission; the message says why."""
-
-
-@dataclass(frozen=True)
-class SampleSubmission:
-    path: Path
-    columns: list[str]
-    ids: list[str]  # as text, in the file's order
-    answers: tuple[str, ...] = ()  # the first answer column, as text: the labels' type and spelling
-
-    @property
-    def integer_labels(self) -> bool:
-        """The sample's labels are integers (7, not 7.0 or seven)."""
-        return self.kind == "label" and bool(self.answers) and all(INTEGER.match(a) for a in self.answers)
-
-    @property
-    def id_column(self) -> str:
-        return self.columns[0]
-
-    @property
-    def kind(self) -> str:
-        """'label' (one answer column) or 'probs' (one column per class)."""
-        return "label" if len(self.columns) == 2 else "probs"
 
 
 def read_sample_submission(path: Path) -> SampleSubmission:
@@ -168,16 +146,18 @@ def render_submission(frame: pd.DataFrame, sample: SampleSubmission, classes: li
 
 
 def read_reference(
-    sample_path: Path | None, raw_dir: Path = Path("data/raw"), folds_path: Path = Path("data/folds.csv")
+    sample_path: Path | None, paths: Paths = Paths()
 ) -> tuple[SampleSubmission, list[str] | None]:
-    """The sample submission (`sample_path`, or the competition's in `raw_dir`) and the training classes
-    (from `folds_path`, or else the competition's training labels; None when neither is there)."""
-    from kagglecv.data import CompetitionError, read_competition, read_folds, sort_labels
-    from kagglecv.params import PARAMS_FILE, load_params
+    """The sample submission (`sample_path`, or the competition's in `paths.raw`) and the training classes
+    (from `paths.folds`, or else the competition's training labels; None when neither is there)."""
+    from kagglecv.data import CompetitionError, read_folds, sort_labels
+    from kagglecv.ingest import read_competition
+    from kagglecv.params import load_params
 
+    raw_dir, folds_path = paths.raw, paths.folds
     competition = None
     if sample_path is None or not folds_path.exists():
-        layout = load_params(PARAMS_FILE, check_names=False).data.layout if PARAMS_FILE.exists() else "auto"
+        layout = load_params(paths.params).data.layout if paths.params.exists() else "auto"
         try:
             competition = read_competition(raw_dir, layout, check_images=False)
         except CompetitionError as err:

@@ -16,14 +16,33 @@ import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:  # only for annotations: kagglecv.submission imports this module
-    from kagglecv.submission import SampleSubmission
-
 SUM_TOLERANCE = 1e-3  # a row of probabilities may sum to 1 +- this (values rounded in the CSV)
 INTEGER = re.compile(r"^[+-]?\d+$")  # the sample's labels are integers when each matches
 INTEGRAL_DECIMAL = re.compile(r"^[+-]?\d+\.0*$")  # 1.0, 1.: an integer written as a decimal
+
+
+@dataclass(frozen=True)
+class SampleSubmission:
+    """A sample submission: its header and ids (`kagglecv.submission.read_sample_submission` reads one)."""
+
+    path: Path
+    columns: list[str]
+    ids: list[str]  # as text, in the file's order
+    answers: tuple[str, ...] = ()  # the first answer column, as text: the labels' type and spelling
+
+    @property
+    def integer_labels(self) -> bool:
+        """The sample's labels are integers (7, not 7.0 or seven)."""
+        return self.kind == "label" and bool(self.answers) and all(INTEGER.match(a) for a in self.answers)
+
+    @property
+    def id_column(self) -> str:
+        return self.columns[0]
+
+    @property
+    def kind(self) -> str:
+        """'label' (one answer column) or 'probs' (one column per class)."""
+        return "label" if len(self.columns) == 2 else "probs"
 
 
 @dataclass(frozen=True)

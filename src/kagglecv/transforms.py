@@ -14,9 +14,7 @@ import inspect
 from typing import Any
 
 import albumentations as A
-import cv2
 import numpy as np
-import torch
 
 
 class TransformError(ValueError):
@@ -64,6 +62,17 @@ def apply_transforms(images: np.ndarray, transform: A.Compose) -> np.ndarray:
     return np.stack(out)
 
 
+def spec_problems(spec: Spec, key: str) -> list[str]:
+    """Every entry of `spec` albumentations cannot build, one message each (`key[i]` names the entry)."""
+    problems = []
+    for i, entry in enumerate(spec):
+        try:
+            build_transforms(spec=[entry], seed=0, key=key)
+        except TransformError as err:
+            problems.append(str(err).replace(f"{key}[0]", f"{key}[{i}]", 1))
+    return problems
+
+
 def build_transforms(*, spec: list[dict[str, dict[str, Any]]], seed: int, key: str = "augment") -> A.Compose:
     """Build an albumentations `Compose` from `spec`, seeded so a run can be repeated exactly."""
     names = _transform_names()
@@ -88,33 +97,3 @@ def build_transforms(*, spec: list[dict[str, dict[str, Any]]], seed: int, key: s
         except (TypeError, ValueError) as err:  # pydantic's ValidationError is a ValueError
             raise TransformError(f"{key}[{i}].{name}: {err}") from err
     return A.Compose(transforms, seed=seed)
-
-
-class ImageDataset(torch.utils.data.Dataset):
-    """The uint8 images (N, H, W, C) at `rows` (all by default; `labels` are theirs), each through
-    `transform` and brought to `size`; yields ((C, H, W) uint8 tensor, label)."""
-
-    def __init__(
-        self, images: np.ndarray, labels: np.ndarray | None, transform: A.Compose | None = None, *,
-        rows: np.ndarray | None = None, size: int | None = None,
-    ) -> None:  # fmt: skip
-        self.images = images
-        self.rows = np.arange(len(images)) if rows is None else np.asarray(rows, dtype=np.int64)
-        self.labels = labels
-        self.transform = transform
-        self.size = size
-
-    def __len__(self) -> int:
-        return len(self.rows)
-
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        image = np.asarray(self.images[self.rows[i]])
-        if self.transform is not None:
-            image = self.transform(image=image)["image"]
-            if image.ndim == 2:  # some transforms drop a single channel axis
-                image = image[:, :, None]
-        if self.size is not None and image.shape[:2] != (self.size, self.size):
-            channels = image.shape[2]
-            image = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_AREA).reshape(self.size, self.size, channels)
-        label = -1 if self.labels is None else int(self.labels[i])
-        return torch.from_numpy(np.array(image.transpose(2, 0, 1))), label  # (H, W, C) -> (C, H, W), a writable copy

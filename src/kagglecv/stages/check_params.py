@@ -22,7 +22,8 @@ from typing import Any
 
 import yaml
 
-from kagglecv.params import PARAMS_FILE, Params, ParamsError, load_params
+from kagglecv.params import Params, ParamsError, load_params
+from kagglecv.paths import Paths
 from kagglecv.tta import TTAError, parse_views
 
 # The smallest img_size each of the project's models accepts: kcv_cnn pools 2x2 twice (4 px -> 1),
@@ -31,11 +32,12 @@ OWN_MODELS = {"kcv_cnn": 4, "softmax_regression": 1, "mlp": 1, "vgg_style": 2}
 LARGEST_PROBE = 1024  # px: a model that takes no square image up to this size is reported as such
 
 
-def run(path: Path = PARAMS_FILE) -> Params:
-    """Every key known, of its type and in range, the views and the model usable; raises `ParamsError`
-    listing each problem."""
-    params = load_params(path, check_names=False)
-    trained = trained_params(Path(path).with_name("dvc.lock"))
+def run(paths: Paths = Paths()) -> Params:
+    """Every key of `paths.params` known, of its type and in range, the views and the model usable;
+    raises `ParamsError` listing each problem."""
+    path = paths.params
+    params = load_params(path)
+    trained = trained_params(paths.lock)
     errors = []
     try:
         parse_views(params.tta)
@@ -82,7 +84,7 @@ def check_model(params: Params) -> list[str]:
         try:
             build_model(name=params.model, num_classes=2, in_chans=1, img_size=224)
         except ModelError as err:
-            return [f"{err} (any name from timm.list_models())"]
+            return [str(err)]
         if params.img_size == "auto":
             return []
         smallest = smallest_img_size(params.model, params.img_size)
@@ -128,7 +130,7 @@ def main() -> None:
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)  # as every stage's main reports it (runtime.main_of imports torch)
         raise SystemExit(1) from None
-    print(f"{PARAMS_FILE}: every key known, typed and in range")
+    print(f"{Paths().params}: every key known, typed and in range")
 
 
 if __name__ == "__main__":

@@ -13,8 +13,10 @@ import shutil
 from pathlib import Path
 
 from kagglecv.artifacts import atomic_path
-from kagglecv.data import RAW_DIR, CompetitionError, read_competition
+from kagglecv.data import CompetitionError
+from kagglecv.ingest import read_competition
 from kagglecv.params import DataParams, Params, ParamsError, load_params
+from kagglecv.paths import Paths
 from kagglecv.runtime import main_of
 from kagglecv.sources import SourceError, fetch_kaggle, fetch_local, fetch_torchvision, write_digits
 
@@ -40,8 +42,9 @@ def fetch_competition(data: DataParams, out_dir: Path, *, previous: Path) -> Non
         shutil.copyfile(solution, out_dir / "solution.csv")
 
 
-def run(params: Params, out_dir: Path = RAW_DIR) -> dict[str, int]:
-    """Write the competition to `out_dir` (replacing it only once complete); return its sizes."""
+def run(params: Params, paths: Paths = Paths()) -> dict[str, int]:
+    """Write the competition to `paths.raw` (replacing it only once complete); return its sizes."""
+    out_dir = paths.raw
     with atomic_path(out_dir) as tmp:
         fetch_competition(params.data, tmp, previous=out_dir)
         competition = read_competition(tmp, params.data.layout, check_images=False)  # refuse one we cannot read

@@ -13,26 +13,22 @@ label, confidence).
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, f1_score, log_loss
 
 from kagglecv.artifacts import write_csv, write_json
-from kagglecv.data import RAW_DIR, TRAIN_ONLY_FOLD, CompetitionError, read_competition
-from kagglecv.images import decode_set
+from kagglecv.data import TRAIN_ONLY_FOLD, CompetitionError
+from kagglecv.images import decode_set, with_sizes
+from kagglecv.ingest import read_competition
 from kagglecv.params import Params, ParamsError, load_params
+from kagglecv.paths import Paths
 from kagglecv.pictures import write_confusion_image, write_image_grid
 from kagglecv.runtime import main_of
-from kagglecv.stages.train import FOLDS_METRICS_SUFFIX, OOF_FILE, with_sizes
 
 log = logging.getLogger("kagglecv.evaluate")
 
-CV_METRICS = Path("metrics/cv.json")
-CONFUSION_PLOT = Path("plots/confusion.csv")
-CONFUSION_IMAGE = Path("plots/confusion.png")
-MISTAKES_IMAGE = Path("plots/mistakes.png")
 N_MISTAKES = 32
 
 
@@ -53,18 +49,9 @@ def worst_mistakes(actual: np.ndarray, probs: np.ndarray, n: int = N_MISTAKES) -
     return wrong[np.argsort(-probs[wrong, predicted[wrong]], kind="stable")][:n]
 
 
-def run(
-    oof_path: Path = OOF_FILE,
-    metrics_path: Path = CV_METRICS,
-    confusion_path: Path = CONFUSION_PLOT,
-    *,
-    params: Params | None = None,
-    raw_dir: Path = RAW_DIR,
-    confusion_image: Path | None = None,
-    mistakes_image: Path | None = None,
-) -> dict:
-    """Score the out-of-fold probabilities (overall in `metrics_path`, per fold beside it, in `cv_folds.json`);
-    draw the pictures whose paths are given (the mistakes need `params`)."""
+def run(params: Params, paths: Paths = Paths()) -> dict:
+    """Score the out-of-fold probabilities (overall, and per fold); draw the confusion matrix and the worst mistakes."""
+    oof_path = paths.oof
     if not oof_path.exists():
         raise CompetitionError(f"{oof_path} missing: run 'dvc repro train' first")
     oof = pd.read_csv(oof_path, dtype={"id": str, "label": str}, keep_default_na=False)
@@ -77,38 +64,31 @@ def run(
         str(k): classification_metrics(part["label"], part[classes].to_numpy(np.float64), classes)
         for k, part in oof.groupby("fold")
     }
-    write_json(metrics_path, {"cv": metrics})
-    write_json(metrics_path.with_stem(metrics_path.stem + FOLDS_METRICS_SUFFIX), {"cv": {"folds": per_fold}})
+    write_json(paths.cv_metrics, {"cv": metrics})
+    write_json(paths.cv_folds_metrics, {"cv": {"folds": per_fold}})
     actual = np.array([classes.index(label) for label in oof["label"]])
     predicted = probs.argmax(1)
-    write_csv(confusion_path, pd.DataFrame({"actual": oof["label"], "predicted": np.asarray(classes)[predicted]}))
-    if confusion_image is not None:
-        write_confusion_image(confusion_image, actual, predicted, classes)
-    if mistakes_image is not None and params is not None:
-        worst = worst_mistakes(actual, probs)
-        captions = [f"true {classes[actual[i]]}\npred {classes[predicted[i]]} {probs[i, predicted[i]]:.2f}" for i in worst]
-        rows = oof.index.to_numpy()[worst]  # positions among all training images
-        write_mistakes(mistakes_image, params, raw_dir, train_ids, rows, captions)
+    write_csv(paths.confusion_plot, pd.DataFrame({"actual": oof["label"], "predicted": np.asarray(classes)[predicted]}))
+    write_confusion_image(paths.confusion_image, actual, predicted, classes)
+    worst = worst_mistakes(actual, probs)
+    captions = [f"true {classes[actual[i]]}\npred {classes[predicted[i]]} {probs[i, predicted[i]]:.2f}" for i in worst]
+    rows = oof.index.to_numpy()[worst]  # positions among all training images
+    write_mistakes(paths, params, train_ids, rows, captions)
     log.info("cv accuracy %.4f  macro F1 %.4f  log loss %.4f", metrics["accuracy"], metrics["macro_f1"], metrics["log_loss"])
     return {**metrics, "folds": per_fold}
 
 
-def write_mistakes(
-    path: Path, params: Params, raw_dir: Path, train_ids: list[str], rows: np.ndarray, captions: list[str]
-) -> None:
+def write_mistakes(paths: Paths, params: Params, train_ids: list[str], rows: np.ndarray, captions: list[str]) -> None:
     """The images at `rows` of the training set, as the model saw them (at img_size), with captions."""
-    competition = read_competition(raw_dir, params.data.layout)
+    competition = read_competition(paths.raw, params.data.layout)
     if competition.train_ids != train_ids:
-        raise CompetitionError(f"{OOF_FILE} does not match {raw_dir}: run 'dvc repro train' again")
+        raise CompetitionError(f"{paths.oof} does not match {paths.raw}: run 'dvc repro train' again")
     img_size = with_sizes(params, competition.train_images).img_size  # as train chose it
     shown = competition.train_images.select(rows.tolist())  # decode only the images drawn, in memory
-    write_image_grid(path, decode_set(shown, img_size=img_size, channels=params.data.channels), captions)
+    write_image_grid(paths.mistakes_image, decode_set(shown, img_size=img_size, channels=params.data.channels), captions)
 
 
-main = main_of(
-    lambda: run(params=load_params(), confusion_image=CONFUSION_IMAGE, mistakes_image=MISTAKES_IMAGE),
-    ParamsError, CompetitionError,
-)  # fmt: skip
+main = main_of(lambda: run(load_params()), ParamsError, CompetitionError)
 
 if __name__ == "__main__":
     main()

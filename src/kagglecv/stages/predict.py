@@ -31,14 +31,15 @@ import pandas as pd
 import torch
 
 from kagglecv.artifacts import atomic_path, write_csv, write_json, write_text
-from kagglecv.data import RAW_DIR, CompetitionError, read_competition
+from kagglecv.data import CompetitionError
 from kagglecv.engine import Precision, predict_views, select_precision
+from kagglecv.ingest import read_competition
 from kagglecv.loaders import eval_batches
 from kagglecv.models import ModelError, build_model
 from kagglecv.params import Params, ParamsError, load_params
+from kagglecv.paths import Paths
 from kagglecv.progress import Tracked
 from kagglecv.runtime import main_of
-from kagglecv.stages.train import MODELS_DIR, OOF_FILE
 from kagglecv.submission import (
     SubmissionError,
     class_shift,
@@ -51,13 +52,6 @@ from kagglecv.transforms import TransformError, build_transforms
 from kagglecv.tta import TTAError, parse_views
 
 log = logging.getLogger("kagglecv.predict")
-
-SUBMISSION_FILE = Path("submissions/submission.csv")
-TEST_PROBS_FILE = Path("predictions/test_probs.csv")
-TEST_VIEWS_FILE = Path("predictions/test_views.npz")
-LEADERBOARD_METRICS = Path("metrics/leaderboard.json")
-PREDICT_METRICS_NAME = "predict.json"  # metrics/predict.json, beside the leaderboard
-
 
 def measure_shift(probs: np.ndarray, classes: list[str], train_labels: list[str], oof_path: Path) -> float:
     """The largest distance of the test predictions' class shares from the training labels' and the
@@ -124,18 +118,10 @@ def write_views(path: Path, probs: np.ndarray, ids: list[str], classes: list[str
                                 views=np.array(views))  # fmt: skip
 
 
-def run(
-    params: Params,
-    raw_dir: Path = RAW_DIR,
-    models_dir: Path = MODELS_DIR,
-    submission_path: Path = SUBMISSION_FILE,
-    probs_path: Path = TEST_PROBS_FILE,
-    views_path: Path | None = None,
-    metrics_path: Path = LEADERBOARD_METRICS,
-) -> dict[str, float]:
-    """Predict the test set; `views_path`: where to keep every fold's and view's probabilities (None: nowhere)."""
-    competition = read_competition(raw_dir, params.data.layout)
-    checkpoints = read_checkpoints(models_dir)
+def run(params: Params, paths: Paths = Paths()) -> dict[str, float]:
+    """Predict the test set; write the submission, the averaged and the per-view probabilities and the score."""
+    competition = read_competition(paths.raw, params.data.layout)
+    checkpoints = read_checkpoints(paths.models)
     classes = checkpoints[0]["classes"]
     cache: dict[tuple[int, int], np.ndarray] = {}
 
@@ -152,23 +138,22 @@ def run(
     submission = make_submission(sample, competition.test_ids, probs, classes)
     # Check and score before writing anything, so a failure leaves the previous submission and its score together.
     text = render_submission(submission, sample, classes)
-    shift = measure_shift(probs, classes, competition.train_labels, probs_path.with_name(OOF_FILE.name))
+    shift = measure_shift(probs, classes, competition.train_labels, paths.oof)
     scores = score_submission(submission, competition.solution) if competition.solution else {}
-    if views_path is not None:
-        write_views(views_path, per_view, competition.test_ids, classes, views)
+    write_views(paths.test_views, per_view, competition.test_ids, classes, views)
     frame = pd.DataFrame(probs, columns=classes)
     frame.insert(0, "id", competition.test_ids)
-    write_csv(probs_path, frame, float_format="%.6g")
-    write_text(submission_path, text)
-    write_json(metrics_path, {"leaderboard": scores})
-    write_json(metrics_path.with_name(PREDICT_METRICS_NAME), {"predict": {"distribution_shift": shift}})
+    write_csv(paths.test_probs, frame, float_format="%.6g")
+    write_text(paths.submission, text)
+    write_json(paths.leaderboard_metrics, {"leaderboard": scores})
+    write_json(paths.predict_metrics, {"predict": {"distribution_shift": shift}})
     log.info("%d test predictions from %d folds x %d views -> %s %s, class distribution shift %.3f",
-             len(submission), len(checkpoints), len(views), submission_path, scores, shift)  # fmt: skip
+             len(submission), len(checkpoints), len(views), paths.submission, scores, shift)  # fmt: skip
     return scores
 
 
 main = main_of(
-    lambda: run(load_params(), views_path=TEST_VIEWS_FILE),
+    lambda: run(load_params()),
     ParamsError, CompetitionError, ModelError, SubmissionError, TransformError, TTAError,
 )  # fmt: skip
 

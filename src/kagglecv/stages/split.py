@@ -23,17 +23,10 @@ import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
 from kagglecv.artifacts import write_csv
-from kagglecv.data import (
-    FOLDS_FILE,
-    INGEST_REPORT,
-    RAW_DIR,
-    TRAIN_ONLY_FOLD,
-    CompetitionError,
-    IngestProblem,
-    read_competition,
-)
-from kagglecv.ingest import IngestError
+from kagglecv.data import TRAIN_ONLY_FOLD, CompetitionError, IngestProblem
+from kagglecv.ingest import IngestError, read_competition
 from kagglecv.params import Params, ParamsError, load_params
+from kagglecv.paths import Paths
 from kagglecv.runtime import main_of
 
 log = logging.getLogger("kagglecv.split")
@@ -67,11 +60,9 @@ def write_report(path: Path, problems: tuple[IngestProblem, ...]) -> None:
     write_csv(path, pd.DataFrame([dataclasses.astuple(p) for p in problems], columns=columns))
 
 
-def run(
-    params: Params, raw_dir: Path = RAW_DIR, out_path: Path = FOLDS_FILE, report_path: Path | None = None
-) -> dict[str, int]:
-    """Write the folds and the ingest report (by default beside the folds); return their sizes."""
-    report_path = report_path or out_path.with_name(INGEST_REPORT.name)
+def run(params: Params, paths: Paths = Paths()) -> dict[str, int]:
+    """Write the folds and the ingest report; return their sizes."""
+    raw_dir, report_path = paths.raw, paths.ingest_report
     try:
         competition = read_competition(
             raw_dir, params.data.layout, bad_images=params.data.bad_images, similar_labels=params.data.similar_labels
@@ -97,7 +88,7 @@ def run(
         folds = make_holdout(ids, labels, competition.valid_ids)
     else:
         folds = make_folds(ids, labels, n_folds=params.n_folds, seed=params.seed)
-    write_csv(out_path, folds)
+    write_csv(paths.folds, folds)
     n_folds = int(folds["fold"].max()) + 1
     sizes = folds["fold"].value_counts().sort_index().to_dict()
     log.info("%d images in %d validation fold(s); images per fold %s", len(folds), n_folds, sizes)

@@ -13,14 +13,16 @@ With `time_limit` (minutes) set, one epoch of fold 0 is timed first and every fo
 number of epochs that fits the budget (see `kagglecv.budget`).
 
 An interrupted run resumes: see `kagglecv.resume`. With `devices` > 1 the stage relaunches itself
-under torchrun and trains data-parallel (see `kagglecv.distributed`).
+under torchrun and trains data-parallel (see `kagglecv.distributed`). Outside DVC,
+`python -m kagglecv.stages.train --folds 0,2` trains only those folds into the resume store and writes
+no outputs, so folds can train on several machines (docs/training.md).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import logging
-import os
 import time
 from pathlib import Path
 
@@ -31,54 +33,38 @@ from dvclive import Live
 from kagglecv import distributed
 from kagglecv.artifacts import write_checkpoint, write_csv, write_json
 from kagglecv.budget import plan_epochs
-from kagglecv.data import FOLDS_FILE, RAW_DIR, CompetitionError, ImageSource, read_competition, read_folds
+from kagglecv.data import CompetitionError, read_folds
 from kagglecv.batch_transforms import build_batch_transforms
-from kagglecv.engine import EpochLog, TrainingDiverged, select_precision
-from kagglecv.folds import FoldData, TrainSetup, train_fold
-from kagglecv.images import channel_stats, release_pages, resolve_sizes
-from kagglecv.loaders import resident
-from kagglecv.models import ModelError, build_model, model_stats
+from kagglecv.engine import EpochLog, TrainingDiverged
+from kagglecv.fold_training import FoldData, TrainSetup, check_names, make_setup, train_fold
+from kagglecv.images import release_pages, with_sizes
+from kagglecv.ingest import read_competition
+from kagglecv.loaders import ImageDataset, resident
+from kagglecv.models import ModelError
 from kagglecv.params import Params, ParamsError, load_params
+from kagglecv.paths import Paths
 from kagglecv.pictures import write_image_grid
 from kagglecv.progress import format_seconds
-from kagglecv.resume import RESUME_DIR, ResumeStore, resume_key
+from kagglecv.resume import ResumeStore, resume_key
 from kagglecv.runtime import main_of, use_deterministic_algorithms
-from kagglecv.transforms import ImageDataset, TransformError, build_transforms, resolve_augment
-from kagglecv.tta import TTAError, parse_views
+from kagglecv.transforms import TransformError, build_transforms, resolve_augment
+from kagglecv.tta import TTAError
 
 log = logging.getLogger("kagglecv.train")
 
-MODELS_DIR = Path("models")
-OOF_FILE = Path("predictions/oof.csv")
-LIVE_DIR = Path("dvclive")
-TRAIN_METRICS = Path("metrics/train.json")
-FOLDS_METRICS_SUFFIX = "_folds"  # metrics/train_folds.json: the per-fold detail, beside the headline file
-AUGMENTED_PLOT = Path("plots/augmented.png")
-STOP_AFTER_ENV = "KAGGLECV_STOP_AFTER"  # "fold:epochs", e.g. "0:2": interrupt there, as Ctrl-C would
-ONLY_FOLDS_ENV = "KAGGLECV_FOLDS"  # "0,2": train only these folds into the resume store, write no outputs
 
+def run(params: Params, paths: Paths = Paths(), *, only_folds: set[int] | None = None) -> dict:
+    """Train every fold (resuming an interrupted run); return the summary written to `metrics/train.json`
+    and, per fold, `metrics/train_folds.json`.
 
-def run(
-    params: Params,
-    raw_dir: Path = RAW_DIR,
-    folds_path: Path = FOLDS_FILE,
-    models_dir: Path = MODELS_DIR,
-    oof_path: Path = OOF_FILE,
-    live_dir: Path = LIVE_DIR,
-    metrics_path: Path = TRAIN_METRICS,
-    augmented_path: Path | None = None,
-    resume_dir: Path = RESUME_DIR,
-) -> dict:
-    """Train every fold (resuming an interrupted run); return the summary written to `metrics_path` and,
-    per fold, beside it (`train_folds.json`).
-
-    `augmented_path`: where to draw a batch of augmented training images (None: nowhere)."""
+    `only_folds`: train just these into the resume store and write no outputs (several machines)."""
     started = time.perf_counter()  # the time budget counts from here
+    check_names(params)  # before any data is read
     use_deterministic_algorithms(params.deterministic)
-    competition = read_competition(raw_dir, params.data.layout)
-    folds = read_folds(folds_path)
+    competition = read_competition(paths.raw, params.data.layout)
+    folds = read_folds(paths.folds)
     if folds["id"].tolist() != competition.train_ids:
-        raise CompetitionError(f"{folds_path} does not match {raw_dir}: run 'dvc repro split' again")
+        raise CompetitionError(f"{paths.folds} does not match {paths.raw}: run 'dvc repro split' again")
     classes = competition.classes
     labels = np.array([classes.index(label) for label in competition.train_labels])
     params = with_sizes(params, competition.train_images)
@@ -88,27 +74,27 @@ def run(
     spec = resolve_augment(params.augment, img_size)
     fast = params.loader != "dataloader" and build_batch_transforms(spec) is not None
     data = FoldData(images, labels, folds["fold"].to_numpy(), resident(images, setup.precision.device) if fast else None)
-    store = ResumeStore(resume_key(dataclasses.asdict(params), images, labels, data.fold_of), resume_dir)
+    store = ResumeStore(resume_key(dataclasses.asdict(params), images, labels, data.fold_of), paths.resume)
     release_pages(images)  # the statistics and the key read every image; batches read only what they use
     n_folds = int(data.fold_of.max()) + 1
     _log_start(params, setup, images, len(classes), n_folds)
-    if augmented_path is not None and distributed.is_main():
-        write_augmented_grid(augmented_path, params, data, classes)
+    if distributed.is_main():
+        write_augmented_grid(paths.augmented_plot, params, data, classes)
     oof = np.zeros((len(images), len(classes)), np.float32)
     summary: dict[str, dict] = {}
-    only = _only_folds()
+    only = only_folds
     plan = plan_epochs(params, data, setup, folds=len(only) if only else n_folds, started=started, store=store)
     params = dataclasses.replace(params, epochs=plan.epochs)  # every fold alike, so the CV stays comparable
     clock = EtaClock(len(only) if only else n_folds, params.epochs)
     for fold in range(n_folds):
         if only is not None and fold not in only:
             continue
-        with _live(live_dir / f"fold{fold}") as live:
+        with _live(paths.live / f"fold{fold}") as live:
             on_epoch = _epoch_logger(live, fold, n_folds, params.epochs, clock)
-            result = train_fold(fold, params, data, setup, store, on_epoch=on_epoch, stop_after=_stop_after())
+            result = train_fold(fold, params, data, setup, store, on_epoch=on_epoch)
         oof[data.fold_of == fold] = result["oof_probs"]
         if distributed.is_main():
-            write_checkpoint(models_dir / f"fold{fold}.pt", _checkpoint(params, setup, classes, images, fold, result))
+            write_checkpoint(paths.models / f"fold{fold}.pt", _checkpoint(params, setup, classes, images, fold, result))
         summary[str(fold)] = _fold_summary(result)
     seconds = time.perf_counter() - started
     headline = {"minutes": round(seconds / 60, 2), **plan.summary(), "img_size": img_size, "cache_size": cache_size}
@@ -118,9 +104,9 @@ def run(
         log.info("folds %s trained into %s; gather every fold's file there and run 'dvc repro'", sorted(only), store.dir)
         return {**headline, **detail}
     if distributed.is_main():
-        write_oof(oof_path, oof, classes, competition.train_ids, competition.train_labels, data.fold_of)
-        write_json(metrics_path, {"train": headline})
-        write_json(metrics_path.with_stem(metrics_path.stem + FOLDS_METRICS_SUFFIX), {"train": detail})
+        write_oof(paths.oof, oof, classes, competition.train_ids, competition.train_labels, data.fold_of)
+        write_json(paths.train_metrics, {"train": headline})
+        write_json(paths.train_folds_metrics, {"train": detail})
     distributed.barrier()  # every process is done with the resume state before it goes
     if distributed.is_main():
         store.clear()
@@ -158,25 +144,6 @@ def _fold_summary(result: dict) -> dict:
     }  # fmt: skip
 
 
-def with_sizes(params: Params, images: ImageSource) -> Params:
-    """`params` with `img_size` (`auto` chosen from `images` and the device) and `cache_size` as numbers."""
-    device = select_precision(params.amp, distributed.device_for(params.devices)).device
-    img_size, cache_size = resolve_sizes(params.img_size, params.cache_size, images, device.type)
-    return dataclasses.replace(params, img_size=img_size, cache_size=cache_size)
-
-
-def make_setup(params: Params, images: np.ndarray, num_classes: int) -> TrainSetup:
-    """What every fold shares: precision, normalisation, test-time pipeline and views (`params` with sizes resolved)."""
-    device = distributed.device_for(params.devices)
-    precision = select_precision(params.amp, device, channels_last=params.channels_last)
-    stats = channel_stats(images)
-    if params.normalize == "model" or (params.normalize == "auto" and params.pretrained):
-        probe = build_model(name=params.model, num_classes=num_classes, in_chans=images.shape[-1], img_size=params.img_size)
-        stats = model_stats(probe, images.shape[-1]) or stats
-    test_transform = build_transforms(spec=params.augment_test, seed=params.seed, key="augment_test")
-    return TrainSetup(precision, *stats, test_transform, parse_views(params.tta))
-
-
 def write_augmented_grid(path: Path, params: Params, data: FoldData, classes: list[str], n: int = 32) -> None:
     """The first training batch of fold 0, as the model sees it after augmentation (before mixup)."""
     spec = resolve_augment(params.augment, params.img_size)
@@ -195,19 +162,6 @@ def _checkpoint(params: Params, setup: TrainSetup, classes: list[str], images: n
         "valid_accuracy": history[result["best_epoch"]]["valid_accuracy"], "ema": params.ema.enabled,
         "params": dataclasses.asdict(params), "state_dict": result["best_state"],
     }  # fmt: skip
-
-
-def _only_folds() -> set[int] | None:
-    value = os.environ.get(ONLY_FOLDS_ENV)
-    return {int(v) for v in value.split(",")} if value else None
-
-
-def _stop_after() -> tuple[int, int] | None:
-    value = os.environ.get(STOP_AFTER_ENV)
-    if not value:
-        return None
-    fold, epochs = value.split(":")
-    return int(fold), int(epochs)
 
 
 class _NoLive:
@@ -276,8 +230,15 @@ def _epoch_logger(live: Live | _NoLive, fold: int, n_folds: int, epochs: int, cl
     return on_epoch
 
 
+def _only_folds() -> set[int] | None:
+    parser = argparse.ArgumentParser(prog="python -m kagglecv.stages.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--folds", help="comma-separated folds to train into the resume store only (several machines)")
+    value = parser.parse_args().folds
+    return {int(v) for v in value.split(",")} if value else None
+
+
 main = main_of(
-    lambda: distributed.launch_or_run(lambda: run(load_params(), augmented_path=AUGMENTED_PLOT), load_params().devices),
+    lambda: distributed.launch_or_run(lambda: run(load_params(), only_folds=_only_folds()), load_params().devices),
     ParamsError, CompetitionError, ModelError, TransformError, TTAError, TrainingDiverged, distributed.DevicesError,
 )  # fmt: skip
 

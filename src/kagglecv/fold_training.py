@@ -1,7 +1,8 @@
 """Training one cross-validation fold from params: model, batches, `fit`, resume and TTA.
 
-The train stage calls `train_fold` once per fold. A fold finished by an interrupted run is read
-back from the resume store; an unfinished one continues from its last completed epoch.
+The train stage checks the names params give (`check_names`), builds one `TrainSetup` (`make_setup`)
+and calls `train_fold` once per fold. A fold finished by an interrupted run is read back from the
+resume store; an unfinished one continues from its last completed epoch.
 """
 
 from __future__ import annotations
@@ -16,16 +17,17 @@ import numpy as np
 import torch
 
 from kagglecv import distributed
-from kagglecv.engine import EpochLog, FitConfig, Precision, build_trainer, fit, predict_probs
+from kagglecv.engine import EpochLog, Precision, build_trainer, fit, fit_config, predict_probs, select_precision
+from kagglecv.images import channel_stats
 from kagglecv.loaders import eval_batches, train_batches
 from kagglecv.losses import inverse_frequency
-from kagglecv.models import build_model
-from kagglecv.params import Params
+from kagglecv.models import build_model, model_stats, unknown_model
+from kagglecv.params import Params, ParamsError
 from kagglecv.progress import Tracked
 from kagglecv.resume import ResumeStore
 from kagglecv.runtime import seed_everything
-from kagglecv.transforms import resolve_augment
-from kagglecv.tta import IDENTITY
+from kagglecv.transforms import build_transforms, resolve_augment, spec_problems
+from kagglecv.tta import IDENTITY, parse_views
 
 log = logging.getLogger("kagglecv.train")
 
@@ -47,13 +49,28 @@ class TrainSetup:
     views: list[str]  # TTA views, identity first
 
 
-def fit_config(params: Params) -> FitConfig:
-    names = {f.name for f in dataclasses.fields(FitConfig)}
-    flat = {k: v for k, v in dataclasses.asdict(params).items() if k in names and k != "ema"}
-    return FitConfig(
-        **flat, ema=params.ema.enabled, ema_decay=params.ema.decay, mixup_alpha=params.mixup.mixup_alpha,
-        cutmix_alpha=params.mixup.cutmix_alpha, mixup_prob=params.mixup.prob, mixup_switch_prob=params.mixup.switch_prob,
-    )  # fmt: skip
+def check_names(params: Params) -> None:
+    """The names only timm and albumentations know: `model` in timm's registry, every `augment` and
+    `augment_test` entry a transform with those arguments. Raises `ParamsError` listing every problem."""
+    problems = [unknown_model(params.model)]
+    for key in ("augment", "augment_test"):
+        spec = getattr(params, key)
+        problems += spec_problems(spec, key) if isinstance(spec, list) else []  # "auto" is ours, and valid
+    problems = [p for p in problems if p]
+    if problems:
+        raise ParamsError(f"params.yaml has {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def make_setup(params: Params, images: np.ndarray, num_classes: int) -> TrainSetup:
+    """What every fold shares: precision, normalisation, test-time pipeline and views (`params` with sizes resolved)."""
+    device = distributed.device_for(params.devices)
+    precision = select_precision(params.amp, device, channels_last=params.channels_last)
+    stats = channel_stats(images)
+    if params.normalize == "model" or (params.normalize == "auto" and params.pretrained):
+        probe = build_model(name=params.model, num_classes=num_classes, in_chans=images.shape[-1], img_size=params.img_size)
+        stats = model_stats(probe, images.shape[-1]) or stats
+    test_transform = build_transforms(spec=params.augment_test, seed=params.seed, key="augment_test")
+    return TrainSetup(precision, *stats, test_transform, parse_views(params.tta))
 
 
 def train_fold(
@@ -64,7 +81,6 @@ def train_fold(
     store: ResumeStore,
     *,
     on_epoch: Callable[..., None],
-    stop_after: tuple[int, int] | None = None,
 ) -> dict:
     """Train (or resume, or reuse) fold `fold`; return its best epoch, weights, OOF probs and history."""
     saved = store.read(fold)
@@ -91,11 +107,9 @@ def train_fold(
             on_epoch(EpochLog(**entry), replayed=True)
 
     def epoch_done(entry: EpochLog, state: Callable[[], dict]) -> None:
-        on_epoch(entry)
         if distributed.is_main():
-            store.write(fold, {"finished": False, **state()})
-        if stop_after == (fold, entry.epoch + 1):
-            raise KeyboardInterrupt(f"stopped after fold {fold} epoch {entry.epoch + 1} as asked")
+            store.write(fold, {"finished": False, **state()})  # first, so an interrupted run resumes after it
+        on_epoch(entry)
 
     mean, std = torch.tensor(setup.mean), torch.tensor(setup.std)
     held_out = eval_batches(data.images, rows=valid_rows, batch_size=params.batch_size, transform=setup.test_transform,
