@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kagglecv.params import ParamsError
+from kagglecv.params import ParamsError, load_params
 from kagglecv.paths import Paths
 from kagglecv.stages import check_params
 from tests.conftest import REPO, make_project
@@ -24,14 +24,14 @@ def test_a_typo_is_named_with_its_closest_key(tmp_path: Path) -> None:
     path = tmp_path / "params.yaml"
     path.write_text((REPO / "params.yaml").read_text() + "lrr: 0.1\n")
     with pytest.raises(ParamsError, match=r"lrr: unknown key \(did you mean lr\?\)"):
-        check_params.run(Paths(tmp_path))
+        check_params.run(load_params(Paths(tmp_path).params), Paths(tmp_path))
 
 
 def test_types_and_ranges_are_checked_but_not_the_names_that_need_timm(tmp_path: Path) -> None:
     path = tmp_path / "params.yaml"
     path.write_text("lr: 3e-4\nn_folds: 1\nmodel: resnet1\n")
     with pytest.raises(ParamsError) as err:
-        check_params.run(Paths(tmp_path))
+        check_params.run(load_params(Paths(tmp_path).params), Paths(tmp_path))
     assert "lr: expected a number, got '3e-4'" in str(err.value)
     assert "n_folds: 1 is too small" in str(err.value)
     assert "model" not in str(err.value)  # train checks it, with timm's registry at hand
@@ -52,7 +52,7 @@ def test_main_exits_1_with_the_loaders_message_or_prints_one_ok_line(tmp_path: P
 def test_the_stage_imports_only_its_declared_deps_and_nothing_heavy() -> None:
     """dvc.yaml lists every project module the stage imports, and none of them is slow."""
     probe = (
-        "import json, sys\nfrom kagglecv.stages import check_params\ncheck_params.run()\n"
+        "import json, sys\nfrom kagglecv.params import load_params\nfrom kagglecv.stages import check_params\ncheck_params.run(load_params())\n"
         "print(json.dumps([sorted(m.__file__ for n, m in sys.modules.items() if n.startswith('kagglecv')),"
         " sorted(n for n in sys.modules)]))"
     )  # fmt: skip

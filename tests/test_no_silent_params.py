@@ -11,10 +11,15 @@ import yaml
 
 from kagglecv import models
 from kagglecv.models import build_model
-from kagglecv.params import ParamsError
+from kagglecv.params import Params, ParamsError, load_params
 from kagglecv.paths import Paths
 from kagglecv.stages import check_params
 from tests.conftest import REPO
+
+
+def check(paths: Paths) -> Params:
+    """The stage as its main runs it: the loader, then the stage's own checks."""
+    return check_params.run(load_params(paths.params), paths)
 
 
 def write(tmp_path: Path, text: str) -> Paths:
@@ -38,13 +43,13 @@ def write(tmp_path: Path, text: str) -> Paths:
 )  # fmt: skip
 def test_check_params_stops_on_what_train_would_find(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(ParamsError, match="1 problem") as err:
-        check_params.run(write(tmp_path, text))
+        check(write(tmp_path, text))
     assert message in str(err.value)
 
 
 def test_the_smallest_size_that_works_passes(tmp_path: Path) -> None:
-    assert check_params.run(write(tmp_path, "img_size: 4\ntta: [shift:1:0]\n")).img_size == 4
-    assert check_params.run(write(tmp_path, "model: test_resnet\nimg_size: 3\n")).model == "test_resnet"
+    assert check(write(tmp_path, "img_size: 4\ntta: [shift:1:0]\n")).img_size == 4
+    assert check(write(tmp_path, "model: test_resnet\nimg_size: 3\n")).model == "test_resnet"
 
 
 @pytest.mark.parametrize("name", sorted(check_params.OWN_MODELS))
@@ -65,12 +70,12 @@ def test_own_models_table_gives_the_smallest_size_each_model_accepts(name: str) 
 
 
 def test_the_shipped_params_pass(tmp_path: Path) -> None:
-    assert check_params.run(Paths(REPO)).model in check_params.OWN_MODELS
+    assert check(Paths(REPO)).model in check_params.OWN_MODELS
 
 
 def test_augment_names_are_checked_too(tmp_path: Path) -> None:
     with pytest.raises(ParamsError, match=r"augment\[1\]: albumentations has no transform 'Afine'; closest: Affine"):
-        check_params.run(write(tmp_path, "augment:\n  - HorizontalFlip: {p: 0.5}\n  - Afine: {p: 1.0}\n"))
+        check(write(tmp_path, "augment:\n  - HorizontalFlip: {p: 0.5}\n  - Afine: {p: 1.0}\n"))
 
 
 def test_values_the_last_successful_train_ran_with_are_not_checked_again(
@@ -85,7 +90,7 @@ def test_values_the_last_successful_train_ran_with_are_not_checked_again(
     checked = []
     monkeypatch.setattr(check_params, "check_model", lambda params: checked.append("model") or [])
     monkeypatch.setattr(check_params, "check_transforms", lambda key, spec: checked.append(key) or [])
-    check_params.run(write(tmp_path, text))
+    check(write(tmp_path, text))
     assert checked == []
-    check_params.run(write(tmp_path, text.replace("img_size: 8", "img_size: 16").replace("0.5", "0.25")))
+    check(write(tmp_path, text.replace("img_size: 8", "img_size: 16").replace("0.5", "0.25")))
     assert checked == ["model", "augment"]

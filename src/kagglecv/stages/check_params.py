@@ -32,11 +32,10 @@ OWN_MODELS = {"kcv_cnn": 4, "softmax_regression": 1, "mlp": 1, "vgg_style": 2}
 LARGEST_PROBE = 1024  # px: a model that takes no square image up to this size is reported as such
 
 
-def run(paths: Paths = Paths()) -> Params:
-    """Every key of `paths.params` known, of its type and in range, the views and the model usable;
-    raises `ParamsError` listing each problem."""
+def run(params: Params, paths: Paths = Paths()) -> Params:
+    """What the loader (`load_params`, which `main` runs first) cannot check alone: the views, the model
+    and the pipelines usable; returns `params`, or raises `ParamsError` listing each problem."""
     path = paths.params
-    params = load_params(path)
     trained = trained_params(paths.lock)
     errors = []
     try:
@@ -125,12 +124,13 @@ def smallest_img_size(name: str, img_size: int) -> int | None:
 
 
 def main() -> None:
+    paths = Paths()
     try:
-        run()
+        run(load_params(paths.params), paths)
     except ParamsError as err:
         print(f"error: {err}", file=sys.stderr)  # as every stage's main reports it (runtime.main_of imports torch)
         raise SystemExit(1) from None
-    print(f"{Paths().params}: every key known, typed and in range")
+    print(f"{paths.params}: every key known, typed and in range")
 
 
 if __name__ == "__main__":
