@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 
 from kagglecv.bench_photo import write_photo_competition
-from kagglecv.bench_timing import AnonPeak, rss_anon_mb
+from kagglecv.memory import AnonPeak, rss_anon_mb
 from kagglecv.params import DataParams, load_params
 from kagglecv.paths import Paths
 from kagglecv.runtime import bound_heap

@@ -39,13 +39,13 @@ from kagglecv.bench_timing import (
     replace_section,
     fresh_trainer,
     machine_description,
-    peak_rss_mb,
     sync,
     time_compute_limit,
     time_stage_path,
 )
 from kagglecv.engine import Trainer, predict_probs, select_precision
 from kagglecv.loaders import eval_batches
+from kagglecv.memory import peak_rss_mb
 from kagglecv.params import Params, load_params
 from kagglecv.transforms import resolve_augment
 from kagglecv.workspace import copy_project

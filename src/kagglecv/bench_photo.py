@@ -35,17 +35,16 @@ from sklearn.datasets import load_sample_images
 from kagglecv.artifacts import write_json
 from kagglecv.bench_timing import (
     REPORT,
-    AnonPeak,
     fresh_trainer,
     interleave,
     machine_description,
-    peak_rss_mb,
     replace_section,
     time_compute_limit,
     time_stage_path,
 )
 from kagglecv.engine import select_precision
 from kagglecv.images import FileImages, channel_stats, decode_into
+from kagglecv.memory import AnonPeak, peak_rss_mb
 from kagglecv.params import Params
 from kagglecv.progress import Progress
 from kagglecv.transforms import resolve_augment
