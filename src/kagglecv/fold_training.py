@@ -17,12 +17,15 @@ import numpy as np
 import torch
 
 from kagglecv import distributed
+from kagglecv.data import Competition, CompetitionError, read_folds
 from kagglecv.engine import EpochLog, Precision, build_trainer, fit, fit_config, predict_probs, select_precision
-from kagglecv.images import channel_stats
+from kagglecv.images import channel_stats, with_sizes
+from kagglecv.ingest import read_competition
 from kagglecv.loaders import eval_batches, train_batches
 from kagglecv.losses import inverse_frequency
 from kagglecv.models import build_model, model_stats, unknown_model
 from kagglecv.params import Params, ParamsError
+from kagglecv.paths import Paths
 from kagglecv.progress import Tracked
 from kagglecv.resume import ResumeStore
 from kagglecv.runtime import seed_everything
@@ -59,6 +62,20 @@ def check_names(params: Params) -> None:
     problems = [p for p in problems if p]
     if problems:
         raise ParamsError(f"params.yaml has {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
+
+
+def read_training_set(params: Params, paths: Paths) -> tuple[Params, Competition, FoldData]:
+    """The training images (at the cache side, memory-mapped), their class indices and the folds of
+    `paths.folds`, which must list the competition's training ids; and `params` with `img_size` and
+    `cache_size` resolved from the images."""
+    competition = read_competition(paths.raw, params.data.layout)
+    folds = read_folds(paths.folds)
+    if folds["id"].tolist() != competition.train_ids:
+        raise CompetitionError(f"{paths.folds} does not match {paths.raw}: run 'dvc repro split' again")
+    labels = np.array([competition.classes.index(label) for label in competition.train_labels])
+    params = with_sizes(params, competition.train_images)
+    images = competition.train_images.load(img_size=params.cache_size, channels=params.data.channels)
+    return params, competition, FoldData(images, labels, folds["fold"].to_numpy())
 
 
 def make_setup(params: Params, images: np.ndarray, num_classes: int) -> TrainSetup:

@@ -32,11 +32,9 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from kagglecv.artifacts import atomic_path
-from kagglecv.data import CompetitionError, read_folds
+from kagglecv.data import CompetitionError
 from kagglecv.engine import Trainer, build_trainer, fit_config, to_input
-from kagglecv.fold_training import make_setup
-from kagglecv.images import with_sizes
-from kagglecv.ingest import read_competition
+from kagglecv.fold_training import make_setup, read_training_set
 from kagglecv.loaders import train_batches
 from kagglecv.losses import inverse_frequency
 from kagglecv.models import ModelError, build_model
@@ -132,15 +130,9 @@ def cycle_batches(batches: Callable[[int], object]) -> Iterator:
 
 def run(params: Params, paths: Paths = Paths(), *, steps: int = 100, start_lr: float = 1e-7, end_lr: float = 10.0) -> LrFind:
     """The range test on fold 0's training images; draws the curve at `paths.lr_find_plot`."""
-    competition = read_competition(paths.raw, params.data.layout)
-    folds = read_folds(paths.folds)
-    if folds["id"].tolist() != competition.train_ids:
-        raise CompetitionError(f"{paths.folds} does not match {paths.raw}: run 'dvc repro split' again")
-    classes = competition.classes
-    labels = np.array([classes.index(label) for label in competition.train_labels])
-    params = with_sizes(params, competition.train_images)
-    images = competition.train_images.load(img_size=params.cache_size, channels=params.data.channels)
-    train = np.flatnonzero(folds["fold"].to_numpy() != 0)  # fold 0's training part (a holdout split's train-only rows too)
+    params, competition, data = read_training_set(params, paths)
+    classes, images, labels = competition.classes, data.images, data.labels
+    train = np.flatnonzero(data.fold_of != 0)  # fold 0's training part (a holdout split's train-only rows too)
     setup = make_setup(params, images, len(classes))
     seed_everything(params.seed)  # fold 0's initialisation, as the train stage draws it
     model = build_model(name=params.model, num_classes=len(classes), in_chans=images.shape[-1],

@@ -33,12 +33,11 @@ from dvclive import Live
 from kagglecv import distributed
 from kagglecv.artifacts import write_checkpoint, write_csv, write_json
 from kagglecv.budget import plan_epochs
-from kagglecv.data import CompetitionError, read_folds
+from kagglecv.data import CompetitionError
 from kagglecv.batch_transforms import build_batch_transforms
 from kagglecv.engine import EpochLog, TrainingDiverged
-from kagglecv.fold_training import FoldData, TrainSetup, check_names, make_setup, train_fold
-from kagglecv.images import release_pages, with_sizes
-from kagglecv.ingest import read_competition
+from kagglecv.fold_training import FoldData, TrainSetup, check_names, make_setup, read_training_set, train_fold
+from kagglecv.images import release_pages
 from kagglecv.loaders import ImageDataset, resident
 from kagglecv.models import ModelError
 from kagglecv.params import Params, ParamsError, load_params
@@ -61,19 +60,12 @@ def run(params: Params, paths: Paths = Paths(), *, only_folds: set[int] | None =
     started = time.perf_counter()  # the time budget counts from here
     check_names(params)  # before any data is read
     use_deterministic_algorithms(params.deterministic)
-    competition = read_competition(paths.raw, params.data.layout)
-    folds = read_folds(paths.folds)
-    if folds["id"].tolist() != competition.train_ids:
-        raise CompetitionError(f"{paths.folds} does not match {paths.raw}: run 'dvc repro split' again")
-    classes = competition.classes
-    labels = np.array([classes.index(label) for label in competition.train_labels])
-    params = with_sizes(params, competition.train_images)
-    img_size, cache_size = params.img_size, params.cache_size
-    images = competition.train_images.load(img_size=cache_size, channels=params.data.channels)
+    params, competition, data = read_training_set(params, paths)
+    classes, images, labels = competition.classes, data.images, data.labels
     setup = make_setup(params, images, len(classes))
-    spec = resolve_augment(params.augment, img_size)
-    fast = params.loader != "dataloader" and build_batch_transforms(spec) is not None
-    data = FoldData(images, labels, folds["fold"].to_numpy(), resident(images, setup.precision.device) if fast else None)
+    spec = resolve_augment(params.augment, params.img_size)
+    if params.loader != "dataloader" and build_batch_transforms(spec) is not None:  # the tensor path
+        data = dataclasses.replace(data, train_images=resident(images, setup.precision.device))
     store = ResumeStore(resume_key(dataclasses.asdict(params), images, labels, data.fold_of), paths.resume)
     release_pages(images)  # the statistics and the key read every image; batches read only what they use
     n_folds = int(data.fold_of.max()) + 1
@@ -97,7 +89,7 @@ def run(params: Params, paths: Paths = Paths(), *, only_folds: set[int] | None =
             write_checkpoint(paths.models / f"fold{fold}.pt", _checkpoint(params, setup, classes, images, fold, result))
         summary[str(fold)] = _fold_summary(result)
     seconds = time.perf_counter() - started
-    headline = {"minutes": round(seconds / 60, 2), **plan.summary(), "img_size": img_size, "cache_size": cache_size}
+    headline = {"minutes": round(seconds / 60, 2), **plan.summary(), "img_size": params.img_size, "cache_size": params.cache_size}
     detail = {"seconds": round(seconds, 2), "epoch_seconds": plan.epoch_seconds, "folds": summary}
     plan.warn_if_over(seconds)
     if only is not None:
