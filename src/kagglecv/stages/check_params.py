@@ -62,15 +62,9 @@ def trained_params(lock: Path) -> dict[str, Any]:
 
 def check_transforms(key: str, spec: list) -> list[str]:
     """Problems with each entry of an albumentations pipeline (`augment`, `augment_test`)."""
-    from kagglecv.transforms import TransformError, build_transforms  # albumentations: seconds of imports
+    from kagglecv.transforms import spec_problems  # albumentations: seconds of imports
 
-    errors = []
-    for i, entry in enumerate(spec):  # one at a time, so every bad entry is reported
-        try:
-            build_transforms(spec=[entry], seed=0, key=key)
-        except TransformError as err:
-            errors.append(str(err).replace(f"{key}[0]", f"{key}[{i}]", 1))
-    return errors
+    return spec_problems(spec, key)
 
 
 def check_model(params: Params) -> list[str]:
@@ -78,12 +72,11 @@ def check_model(params: Params) -> list[str]:
     if params.model in OWN_MODELS:
         smallest = OWN_MODELS[params.model]
     else:
-        from kagglecv.models import ModelError, build_model  # timm: seconds of imports, for other models only
+        from kagglecv.models import unknown_model  # timm: seconds of imports, for other models only
 
-        try:
-            build_model(name=params.model, num_classes=2, in_chans=1, img_size=224)
-        except ModelError as err:
-            return [str(err)]
+        problem = unknown_model(params.model)
+        if problem:
+            return [problem]
         if params.img_size == "auto":
             return []
         smallest = smallest_img_size(params.model, params.img_size)
