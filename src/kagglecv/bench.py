@@ -25,7 +25,6 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
 from itertools import islice
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import torch
 from kagglecv import bench_photo
 from kagglecv.bench_timing import (
     REPORT,
+    figure_table,
     interleave,
     replace_section,
     fresh_trainer,
@@ -187,15 +187,14 @@ def write_report(results: dict, results_path: Path = RESULTS, report_path: Path 
 
 def format_section(r: dict) -> str:
     m, w = r["machine"], r["workload"]
-    rows = [(k, r[k]) for k in ("train_images_per_s", "compute_limit_images_per_s", "efficiency", "naive_images_per_s",
-                                "speedup_vs_naive", "predict_images_per_s", "peak_rss_mb", "noop_repro_s")]  # fmt: skip
-    table = "\n".join(f"| `{k}` | {v} |" for k, v in rows)
+    table = figure_table(r, ("train_images_per_s", "compute_limit_images_per_s", "efficiency", "naive_images_per_s",
+                             "speedup_vs_naive", "predict_images_per_s", "peak_rss_mb", "noop_repro_s"))  # fmt: skip
     return (
         f"## {m['device']} ({m['cpu']}, {m['cores']} cores), {m['date']}\n\n"
         f"torch {m['torch']}, {m['threads']} threads, Python {m['python']}; model `{w['model']}`, batch {w['batch_size']}, "
         f"{w['precision']}, loader `{w['loader']}`, {w['images']:,} images of 28x28x1; each figure the median of "
         f"{w['repeats']} interleaved repetitions of {w['steps_per_repeat']} steps.\n\n"
-        f"| figure | value |\n| --- | --- |\n{table}\n\n"
+        f"{table}\n\n"
     )
 
 

@@ -35,6 +35,7 @@ from sklearn.datasets import load_sample_images
 from kagglecv.artifacts import write_json
 from kagglecv.bench_timing import (
     REPORT,
+    figure_table,
     fresh_trainer,
     interleave,
     machine_description,
@@ -167,16 +168,15 @@ def write_report(results: dict, results_path: Path = RESULTS, report_path: Path 
 
 def format_section(r: dict) -> str:
     m, w = r["machine"], r["workload"]
-    keys = ("decode_images_per_s", "decode_one_core_images_per_s", "decode_speedup", "train_images_per_s",
-            "compute_limit_images_per_s", "efficiency", "peak_rss_mb", "peak_rss_anon_mb")  # fmt: skip
-    table = "\n".join(f"| `{k}` | {r[k]} |" for k in keys)
+    table = figure_table(r, ("decode_images_per_s", "decode_one_core_images_per_s", "decode_speedup", "train_images_per_s",
+                             "compute_limit_images_per_s", "efficiency", "peak_rss_mb", "peak_rss_anon_mb"))  # fmt: skip
     return (
         f"## Photos on {m['device']} ({m['cpu']}, {m['cores']} cores), {m['date']}\n\n"
         f"torch {m['torch']}, {m['threads']} threads; {w['images']:,} JPEG photos of {w['source_size']}x{w['source_size']} "
         f"decoded to {w['img_size']}px ({w['decoded_mb']} MB decoded), {w['classes']} classes; model `{w['model']}`, "
         f"batch {w['batch_size']}, {w['precision']}, loader `{w['loader']}`; each figure the median of "
         f"{w['repeats']} interleaved repetitions ({w['steps_per_repeat']} training steps each).\n\n"
-        f"| figure | value |\n| --- | --- |\n{table}\n\n"
+        f"{table}\n\n"
     )
 
 

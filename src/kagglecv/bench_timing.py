@@ -116,6 +116,11 @@ def machine_description(precision: Precision) -> dict:
             "date": datetime.date.today().isoformat()}  # fmt: skip
 
 
+def figure_table(results: dict, keys: tuple[str, ...]) -> str:
+    """The report's table of `results[key]` for each key, in that order."""
+    return "| figure | value |\n| --- | --- |\n" + "\n".join(f"| `{k}` | {results[k]} |" for k in keys)
+
+
 def replace_section(report_path: Path, name: str, body: str) -> None:
     """Put `body` between the two `<!-- name -->` markers of the report, or append it with them."""
     marker = f"<!-- {name} -->"
