@@ -227,7 +227,7 @@ def test_every_image_is_decoded_once_then_the_verdicts_are_cached(
     project = make_project(tmp_path)
     calls: list[Path] = []
     check = kagglecv.ingest.check_image
-    monkeypatch.setattr(kagglecv.ingest, "check_image", lambda path: calls.append(path) or check(path))
+    monkeypatch.setattr(kagglecv.ingest, "check_image", lambda path, *limit: calls.append(path) or check(path, *limit))
     read_competition(project / "data/raw")
     assert sorted(p.relative_to(project / "data/raw").as_posix() for p in calls) == sorted(
         [f"train/{i}.png" for i in range(1, 13)] + [f"test/{i}.png" for i in range(1, 5)]

@@ -68,7 +68,8 @@ def read_training_set(params: Params, paths: Paths) -> tuple[Params, Competition
     """The training images (at the cache side, memory-mapped), their class indices and the folds of
     `paths.folds`, which must list the competition's training ids; and `params` with `img_size` and
     `cache_size` resolved from the images."""
-    competition = read_competition(paths.raw, params.data.layout)
+    competition = read_competition(paths.raw, params.data.layout, labels_file=params.data.labels_file,
+                                   max_megapixels=params.data.max_megapixels)  # fmt: skip
     folds = read_folds(paths.folds)
     if folds["id"].tolist() != competition.train_ids:
         raise CompetitionError(f"{paths.folds} does not match {paths.raw}: run 'dvc repro split' again")

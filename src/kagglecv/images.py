@@ -17,8 +17,9 @@ import hashlib
 import logging
 import mmap
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +29,7 @@ from numpy.lib.format import open_memmap
 from PIL import Image
 
 from kagglecv import distributed
-from kagglecv.artifacts import atomic_path
+from kagglecv.artifacts import atomic_path, read_cached_array
 from kagglecv.data import CompetitionError, ImageSource
 from kagglecv.params import Params, ParamsError
 from kagglecv.progress import Progress
@@ -150,6 +151,18 @@ def release_pages(images: np.ndarray) -> None:
         mapped.madvise(mmap.MADV_DONTNEED)
 
 
+@contextmanager
+def pillow_pixel_limit(max_pixels: int | None) -> Iterator[None]:
+    """Pillow's decompression-bomb limit set to `max_pixels` (None: none) while inside. Call it from one
+    thread around any pool of workers: the limit is a process-wide setting."""
+    before = Image.MAX_IMAGE_PIXELS
+    Image.MAX_IMAGE_PIXELS = max_pixels
+    try:
+        yield
+    finally:
+        Image.MAX_IMAGE_PIXELS = before
+
+
 def median_side(sizes: np.ndarray) -> int:
     """The median of each image's shorter side; `sizes` is (N, 2) of (height, width)."""
     return int(np.median(sizes.min(1))) if len(sizes) else 0
@@ -207,8 +220,11 @@ class FileImages:
         if self.cache_dir is None:
             return decode_images(self.paths, img_size=img_size, channels=channels)
         cached = self.cache_dir / f"images-{self._digest(img_size, channels)}.npy"
-        if not cached.exists():
-            self._write_cache(cached, img_size, channels)
+        shape = (len(self.paths), img_size, img_size, channels or None)
+        found = read_cached_array(cached, shape, mmap=True)
+        if found is not None:
+            return found
+        self._write_cache(cached, img_size, channels)
         return np.load(cached, mmap_mode="r")
 
     def _write_cache(self, cached: Path, img_size: int, channels: int) -> None:
@@ -229,12 +245,14 @@ class FileImages:
     def sizes(self) -> np.ndarray:
         """(N, 2) int: each image's (height, width), read from the file headers; cached."""
         cached = self.cache_dir / f"sizes-{self._digest('sizes')}.npy" if self.cache_dir else None
-        if cached is not None and cached.exists():
-            return np.load(cached)
+        found = read_cached_array(cached, (len(self.paths), 2)) if cached is not None else None
+        if found is not None:
+            return found
         sizes = np.zeros((len(self.paths), 2), np.int64)
-        for i, path in enumerate(self.paths):  # header reads hold the GIL: threads would not help
-            with Image.open(path) as image:
-                sizes[i] = image.height, image.width
+        with pillow_pixel_limit(None):  # headers only: nothing is decoded, so no image is too large to read
+            for i, path in enumerate(self.paths):  # header reads hold the GIL: threads would not help
+                with Image.open(path) as image:
+                    sizes[i] = image.height, image.width
         if cached is not None:
             with atomic_path(cached) as tmp, open(tmp, "wb") as f:
                 np.save(f, sizes)

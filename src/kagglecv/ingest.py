@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 import logging
 import math
 import os
@@ -40,10 +39,10 @@ from pathlib import Path
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
-from kagglecv.artifacts import write_json
+from kagglecv.artifacts import read_cached_json, write_json
 from kagglecv.data import Competition, CompetitionError, ImageSource, IngestProblem
-from kagglecv.images import FileImages
-from kagglecv.layouts import LAYOUTS, detect_layout
+from kagglecv.images import FileImages, pillow_pixel_limit
+from kagglecv.layouts import LAYOUTS, detect_layout, read_labels_csv
 from kagglecv.progress import Progress
 
 log = logging.getLogger("kagglecv.ingest")
@@ -60,12 +59,18 @@ class IngestError(CompetitionError):
         self.problems = tuple(problems)
 
 
-def check_image(path: Path) -> str | None:
-    """What is wrong with one image file, or None when it decodes completely."""
+def check_image(path: Path, max_pixels: int | None = None) -> str | None:
+    """What is wrong with one image file, or None when it decodes completely. An image of more than
+    `max_pixels` (None: no limit) is not decoded: a small file can hold a huge image (a decompression bomb)."""
     if not path.is_file():
         return "missing"
     try:
         with Image.open(path) as image:
+            if max_pixels is not None and image.width * image.height > max_pixels:
+                return (
+                    f"{image.width}x{image.height} is {image.width * image.height / 1e6:.1f} megapixels, above "
+                    f"data.max_megapixels {max_pixels / 1e6:g}; raise it to use this image"
+                )
             image.load()
     except UnidentifiedImageError:
         return "not an image file Pillow can read"
@@ -74,21 +79,23 @@ def check_image(path: Path) -> str | None:
     return None
 
 
-def find_bad_images(paths: Sequence[Path], cache_dir: Path | None) -> dict[int, str]:
-    """Index -> what is wrong, for each of `paths` that does not decode; cached in `cache_dir`."""
-    digest = hashlib.sha1(b"check_image v1")
+def find_bad_images(paths: Sequence[Path], cache_dir: Path | None, max_pixels: int | None = None) -> dict[int, str]:
+    """Index -> what is wrong, for each of `paths` that does not decode or has more than `max_pixels`;
+    cached in `cache_dir`."""
+    digest = hashlib.sha1(f"check_image v2 {max_pixels}".encode())
     for path in paths:
         size, mtime = (path.stat().st_size, path.stat().st_mtime_ns) if path.is_file() else (-1, -1)
         digest.update(f"\n{path.resolve()} {size} {mtime}".encode())
     cached = cache_dir / f"checked-{digest.hexdigest()[:16]}.json" if cache_dir else None
-    if cached is not None and cached.exists():
-        return {int(i): reason for i, reason in json.loads(cached.read_text()).items()}
+    if cached is not None and (verdicts := read_cached_json(cached)) is not None:
+        return {int(i): reason for i, reason in verdicts.items()}
     verdicts = []
     with (
+        pillow_pixel_limit(None),  # ours, max_pixels, is checked from each header instead
         ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool,  # Pillow decodes without the GIL
         Progress(len(paths), f"checking {len(paths)} images", unit="img", log=log) as progress,
     ):
-        for verdict in pool.map(check_image, paths):
+        for verdict in pool.map(lambda path: check_image(path, max_pixels), paths):
             verdicts.append(verdict)
             progress.update()
     bad = {i: reason for i, reason in enumerate(verdicts) if reason is not None}
@@ -153,7 +160,7 @@ def _file(competition: Competition, path: Path) -> str:
     return path.relative_to(competition.root).as_posix() if path.is_relative_to(competition.root) else str(path)
 
 
-def _train_problems(competition: Competition, check_images: bool) -> dict[int, tuple[str, str]]:
+def _train_problems(competition: Competition, check_images: bool, max_pixels: int | None) -> dict[int, tuple[str, str]]:
     """Row -> (file at fault, what is wrong) for the training rows that cannot be used."""
     c = competition
     listing = _file(c, c.labels_file) if c.labels_file else "training files"
@@ -176,20 +183,20 @@ def _train_problems(competition: Competition, check_images: bool) -> dict[int, t
             found[i] = (listing, f"label {label!r} is not a column of {c.sample_submission.name}")
         seen.add(image_id)
     if check_images:
-        _add_bad_images(c, c.train_images, found)
+        _add_bad_images(c, c.train_images, found, max_pixels)
     return dict(sorted(found.items()))
 
 
-def _add_bad_images(c: Competition, images: ImageSource, found: dict[int, tuple[str, str]]) -> None:
+def _add_bad_images(c: Competition, images: ImageSource, found: dict[int, tuple[str, str]], max_pixels: int | None) -> None:
     """Decode every image file not already found wanting; add the unreadable ones to `found`."""
     if not isinstance(images, FileImages):
         return  # pixel CSVs hold no files to decode
     todo = [i for i in range(len(images)) if i not in found]
-    for j, why in find_bad_images([images.paths[i] for i in todo], images.cache_dir).items():
+    for j, why in find_bad_images([images.paths[i] for i in todo], images.cache_dir, max_pixels).items():
         found[todo[j]] = (_file(c, images.paths[todo[j]]), why)
 
 
-def _test_problems(competition: Competition, check_images: bool) -> list[IngestProblem]:
+def _test_problems(competition: Competition, check_images: bool, max_pixels: int | None) -> list[IngestProblem]:
     c = competition
     sample = _file(c, c.sample_submission)
     if not c.test_ids:
@@ -201,7 +208,7 @@ def _test_problems(competition: Competition, check_images: bool) -> list[IngestP
             found[i] = (sample, f"id {test_id!r} appears more than once")
         seen.add(test_id)
     if check_images:
-        _add_bad_images(c, c.test_images, found)
+        _add_bad_images(c, c.test_images, found, max_pixels)
     return [IngestProblem("test", file, c.test_ids[i], why, "stop") for i, (file, why) in sorted(found.items())]
 
 
@@ -215,18 +222,24 @@ def _describe(problems: Sequence[IngestProblem]) -> str:
 
 
 def inspect_competition(
-    competition: Competition, *, bad_images: str = "skip", check_images: bool = True, similar_labels: str = "merge"
+    competition: Competition,
+    *,
+    bad_images: str = "skip",
+    check_images: bool = True,
+    similar_labels: str = "merge",
+    max_megapixels: float | None = None,
 ) -> Competition:
-    """`competition` without its unusable training rows, its labels in one form, `problems` listing every
-    finding; raises `IngestError` for a problem with the test set, an unusable training image under
+    """`competition` without its unusable training rows (images above `max_megapixels` among them), its
+    labels in one form, `problems` listing every finding; raises `IngestError` for a problem with the test set, an unusable training image under
     `bad_images: stop`, or labels that differ only in case or whitespace under `similar_labels: stop`."""
     listing = _file(competition, competition.labels_file) if competition.labels_file else "training files"
     labels, label_problems = normalise_labels(competition.train_labels, listing, similar_labels)
     c = dataclasses.replace(competition, train_labels=labels)
-    train_found = _train_problems(c, check_images)
+    max_pixels = None if max_megapixels is None else int(max_megapixels * 1e6)
+    train_found = _train_problems(c, check_images, max_pixels)
     action = "excluded" if bad_images == "skip" else "stop"
     train = [IngestProblem("train", file, c.train_ids[i], why, action) for i, (file, why) in train_found.items()]
-    test = _test_problems(c, check_images)
+    test = _test_problems(c, check_images, max_pixels)
     noted = [IngestProblem("unused", _file(c, p), "", "no CSV refers to this image", "ignored") for p in c.unreferenced]
     problems = label_problems + train + test + noted
     if test:
@@ -263,16 +276,19 @@ def read_competition(
     bad_images: str = "skip",
     check_images: bool = True,
     similar_labels: str = "merge",
+    labels_file: str = "",
+    max_megapixels: float | None = None,
 ) -> Competition:
-    """Read the competition under `root` in `layout` (auto: detected from the files) and run the ingest
-    checks (`inspect_competition`): unusable training images are left out (`bad_images: skip`) or stop it
-    (`stop`), a problem with the test set always does; labels that differ only in case or whitespace
-    are merged (`similar_labels: merge`) or stop it. `check_images` False skips decoding the images."""
+    """Read the competition under `root` in `layout` (auto: detected from the files; `labels_file`: the
+    labels CSV, "" to find it) and run the ingest checks (`inspect_competition`): unusable training images
+    are left out (`bad_images: skip`) or stop it (`stop`), a problem with the test set always does; labels
+    that differ only in case or whitespace are merged (`similar_labels: merge`) or stop it. `check_images`
+    False skips decoding the images; images above `max_megapixels` (None: no limit) are unusable."""
     if not root.exists():
         raise CompetitionError(f"{root} missing: run 'dvc repro download' first")
-    name = detect_layout(root) if layout == "auto" else layout
+    name = detect_layout(root, labels_file) if layout == "auto" else layout
     if name not in LAYOUTS:
         raise CompetitionError(f"data.layout: {name!r} is not supported; choose one of auto, {', '.join(LAYOUTS)}")
-    return inspect_competition(
-        LAYOUTS[name](root), bad_images=bad_images, check_images=check_images, similar_labels=similar_labels
-    )
+    competition = read_labels_csv(root, labels_file) if name == "labels_csv" else LAYOUTS[name](root)
+    return inspect_competition(competition, bad_images=bad_images, check_images=check_images,
+                               similar_labels=similar_labels, max_megapixels=max_megapixels)  # fmt: skip

@@ -199,32 +199,84 @@ def _missing_pixels(frame: pd.DataFrame, columns: list[str]) -> dict[int, str]:
     return {int(i): f"row {int(i) + 2}: {int(n)} empty pixel value(s)" for i, n in empty[empty > 0].items()}
 
 
-def find_labels_csv(root: Path, keys: dict[str, Path]) -> Path | None:
-    """The CSV (not the sample submission or solution) whose first column names the most images in `keys`."""
-    best, best_hits = None, 0
-    for path in sorted(root.glob("*.csv")):
-        if path.name == "solution.csv" or path.stem.lower().replace("_", "").startswith("samplesubmission"):
+def _answer_columns(root: Path) -> list[str]:
+    """The sample submission's columns after the id (the answer column, or one per class); [] without one."""
+    try:
+        return [str(c) for c in pd.read_csv(find_sample_submission(root), nrows=0).columns[1:]]
+    except CompetitionError:
+        return []
+
+
+def label_score(frame: pd.DataFrame, answers: list[str]) -> tuple[tuple[int, int, int, int], str]:
+    """How much the best non-id column of `frame` looks like labels, and its name. The score, compared in
+    order: named like the sample submission's answer column (or its values are its class columns), named
+    like a label (`LABEL_COLUMNS`), text rather than numbers, few distinct values (classes repeat)."""
+    best: tuple[tuple[int, int, int, int], str] = ((0, 0, 0, 0), str(frame.columns[1]))
+    lowered = {a.lower() for a in answers}
+    for column in frame.columns[1:]:
+        values = frame[column][frame[column].str.strip() != ""]
+        if values.empty:
             continue
-        if pd.read_csv(path, nrows=0).shape[1] < 2:
-            continue
-        hits = sum(i in keys for i in read_ids(path))
-        if hits > best_hits:
-            best, best_hits = path, hits
+        answer = str(column).lower() in lowered if len(answers) == 1 else set(values) <= set(answers)
+        text = pd.to_numeric(values, errors="coerce").isna().any()
+        few = values.nunique() <= max(2, len(values) // 2)
+        score = (int(answer), int(str(column).lower() in LABEL_COLUMNS), int(text), int(few))
+        if score > best[0]:
+            best = (score, str(column))
     return best
 
 
-def read_labels_csv(root: Path) -> Competition:
-    """`train/` (or `images/`) and a CSV of id (file name with or without extension) -> label."""
+def find_labels_csv(root: Path, keys: dict[str, Path], labels_file: str = "") -> Path | None:
+    """The CSV naming the training images in `keys` with their labels: `labels_file` when set; else, of the
+    CSVs (not the sample submission or solution) whose first column names at least half as many images as
+    the best one does, the one whose columns look most like labels (`label_score`), then naming the most.
+    Two that tie on both stop with the candidates and `data.labels_file`."""
+    if labels_file:
+        path = root / labels_file
+        if not path.is_file():
+            found = ", ".join(p.name for p in sorted(root.glob("*.csv"))) or "none"
+            raise CompetitionError(f"data.labels_file: {labels_file} is not in {root} (its CSVs: {found})")
+        return path
+    hits: dict[Path, int] = {}
+    for path in sorted(root.glob("*.csv")):
+        if path.name == "solution.csv" or path.stem.lower().replace("_", "").startswith("samplesubmission"):
+            continue
+        if pd.read_csv(path, nrows=0).shape[1] >= 2:
+            hits[path] = sum(i in keys for i in read_ids(path))
+    most = max(hits.values(), default=0)
+    if most == 0:
+        return None
+    answers = _answer_columns(root)
+    ranked = sorted(
+        ((label_score(pd.read_csv(p, dtype=str, keep_default_na=False), answers)[0], n, p) for p, n in hits.items()
+         if 2 * n >= most), key=lambda x: (x[0], x[1]), reverse=True,
+    )  # fmt: skip
+    tied = [p for score, n, p in ranked if (score, n) == ranked[0][:2]]
+    if len(tied) > 1:
+        raise CompetitionError(
+            f"{root}: {len(tied)} CSVs could be the training labels, alike in the images they name and in their "
+            f"columns ({', '.join(p.name for p in tied)}); set data.labels_file to the one to use"
+        )
+    if len(ranked) > 1:
+        log.info("training labels from %s (other CSVs naming the images: %s)", ranked[0][2].name,
+                 ", ".join(p.name for _, _, p in ranked[1:]))  # fmt: skip
+    return ranked[0][2]
+
+
+def read_labels_csv(root: Path, labels_file: str = "") -> Competition:
+    """`train/` (or `images/`) and a CSV of id (file name with or without extension) -> label: `labels_file`,
+    or the one `find_labels_csv` finds."""
     image_dir = _first_dir(root, ("train", "images"))
     if image_dir is None:
         raise CompetitionError(f"{root}: the labels_csv layout needs a train/ or images/ folder of images")
     keys = _keys(list_images(image_dir))
-    labels_path = find_labels_csv(root, keys)
+    labels_path = find_labels_csv(root, keys, labels_file)
     if labels_path is None:
         raise CompetitionError(f"{root}: no CSV maps the files in {image_dir.name}/ to labels (id, label)")
     frame = pd.read_csv(labels_path, dtype=str, keep_default_na=False)
-    named = [c for c in frame.columns[1:] if c.lower() in LABEL_COLUMNS]
-    label_column = named[0] if named else frame.columns[1]
+    if frame.shape[1] < 2:
+        raise CompetitionError(f"{labels_path}: needs an id column and a label column")
+    label_column = label_score(frame, _answer_columns(root))[1]
     ids = frame.iloc[:, 0].tolist()
     paths, missing = _match(ids, keys, image_dir)
     test = _test_part(root, image_dir)
@@ -314,8 +366,9 @@ LAYOUTS: dict[str, Callable[[Path], Competition]] = {
 }
 
 
-def detect_layout(root: Path) -> str:
-    """The layout the files under `root` follow; ambiguous or unknown ones ask for `data.layout`."""
+def detect_layout(root: Path, labels_file: str = "") -> str:
+    """The layout the files under `root` follow (`labels_file`: the labels CSV, when set); ambiguous or
+    unknown ones ask for `data.layout`."""
     train_csv = root / "train.csv"
     if train_csv.exists() and (root / "test.csv").exists():
         if any(str(c).lower().startswith("pixel") for c in pd.read_csv(train_csv, nrows=0).columns):
@@ -325,7 +378,7 @@ def detect_layout(root: Path) -> str:
         images = list_images(train_dir)
         if not images and any(p.is_dir() and list_images(p) for p in train_dir.iterdir()):
             return "class_folders"
-        if images and train_dir.name != "training" and find_labels_csv(root, _keys(images)):
+        if images and train_dir.name != "training" and find_labels_csv(root, _keys(images), labels_file):
             return "labels_csv"
         if images and all(_LABEL_IN_NAME.match(p.stem) for p in images):
             return "label_in_name"

@@ -44,6 +44,8 @@ class DataParams:
     valid_split: Literal["merge", "holdout"] = "merge"  # a shipped valid/ folder: into the k folds, or the one fold
     bad_images: Literal["skip", "stop"] = "skip"  # unusable training images: left out (listed), or stop `split`
     similar_labels: Literal["merge", "stop"] = "merge"  # labels differing only in case or whitespace
+    labels_file: str = ""  # labels_csv: the CSV of id and label in the competition's folder; "": found from the columns
+    max_megapixels: float = field(default=500.0, metadata=_range(gt=0.0))  # larger images are unusable (decoding cost)
 
 
 Augment = list[dict[str, dict[str, Any]]]  # albumentations: [{TransformName: {argument: value}}, ...]

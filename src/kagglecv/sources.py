@@ -16,6 +16,7 @@ import shutil
 import stat
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path, PurePosixPath
 from urllib.error import URLError
 
@@ -91,32 +92,55 @@ def _check_entry(info: zipfile.ZipInfo, archive: Path, target: Path) -> None:
         raise SourceError(f"{archive}: entry {info.filename!r} would land outside {target}; refusing to extract it")
 
 
-def extract_zip(archive: Path, target: Path) -> None:
-    """Extract `archive` into `target` after checking every entry stays inside it."""
+def is_junk(name: str) -> bool:
+    """macOS's archive litter (`__MACOSX/`, `._<name>` resource forks, `.DS_Store`): never competition files."""
+    parts = PurePosixPath(name.replace("\\", "/")).parts
+    return any(part in _IGNORED or part.startswith("._") for part in parts)
+
+
+def extract_zip(archive: Path, target: Path, *, shown: str | None = None) -> None:
+    """Extract `archive` into `target`, leaving out macOS's litter, after checking every entry stays inside
+    it. `shown`: how messages name the archive (default: its path)."""
+    shown = shown or str(archive)
     try:
         with zipfile.ZipFile(archive) as zf:
-            for info in zf.infolist():
+            members = [info for info in zf.infolist() if not is_junk(info.filename)]
+            for info in members:
                 _check_entry(info, archive, target)
             target.mkdir(parents=True, exist_ok=True)
-            zf.extractall(target)
-    except zipfile.BadZipFile as err:
-        raise SourceError(f"{archive}: not a valid zip file ({err}); download it again") from None
+            zf.extractall(target, members)
+    except (zipfile.BadZipFile, zlib.error, EOFError) as err:
+        raise SourceError(
+            f"{shown}: not a readable zip file ({err}): it is damaged or was cut short; download the competition "
+            f"again, or extract it yourself and set data.path to the extracted folder"
+        ) from None
 
 
-def _nested_target(archive: Path) -> Path:
+def _nested_target(archive: Path, shown: str) -> Path:
     """Beside the archive, unless it holds loose images: those go to a folder named after it (test.zip -> test/)."""
-    with zipfile.ZipFile(archive) as zf:
-        names = [n for n in zf.namelist() if not n.endswith("/")]
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            names = [n for n in zf.namelist() if not n.endswith("/") and not is_junk(n)]
+    except (zipfile.BadZipFile, EOFError) as err:
+        raise SourceError(
+            f"{shown}: not a readable zip file ({err}): it is damaged or was cut short; download the competition "
+            f"again, or extract it yourself and set data.path to the extracted folder"
+        ) from None
     loose_images = any("/" not in n and Path(n).suffix.lower() in IMAGE_SUFFIXES for n in names)
     return archive.parent / archive.name.removesuffix(".zip") if loose_images else archive.parent
 
 
-def extract_nested_zips(folder: Path) -> None:
-    """Extract every zip under `folder` in place, archives inside archives too, deleting each after."""
+def extract_nested_zips(folder: Path, origin: Path | None = None) -> None:
+    """Extract every zip under `folder` in place, archives inside archives too, deleting each after;
+    macOS's litter is removed first. `origin`: what `folder` was extracted from, for messages."""
+    _remove_junk(folder)
     while archives := sorted(folder.rglob("*.zip")):
         for archive in archives:
-            extract_zip(archive, _nested_target(archive))
+            inside = archive.relative_to(folder).as_posix()
+            shown = f"{inside} (inside {origin})" if origin else str(archive)
+            extract_zip(archive, _nested_target(archive, shown), shown=shown)
             archive.unlink()
+        _remove_junk(folder)
     unsupported = sorted(p for p in folder.rglob("*") if p.suffix.lower() in (".7z", ".rar"))
     if unsupported:
         raise SourceError(
@@ -125,12 +149,18 @@ def extract_nested_zips(folder: Path) -> None:
         )
 
 
+def _remove_junk(folder: Path) -> None:
+    for path in sorted(folder.rglob("*"), reverse=True):  # deepest first
+        if not is_junk(path.name) or not (path.exists() or path.is_symlink()):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+
+
 def _hoist_single_folder(folder: Path) -> None:
     """A zip that wraps everything in one folder (food11/...) is unwrapped, so the files sit at the top."""
-    for junk in _IGNORED:
-        if (folder / junk).is_dir():
-            shutil.rmtree(folder / junk)
-        (folder / junk).unlink(missing_ok=True)
     entries = list(folder.iterdir())
     while len(entries) == 1 and entries[0].is_dir() and entries[0].name not in ("train", "training", "images"):
         inner = entries[0].rename(folder / f".{entries[0].name}.hoist")
@@ -140,20 +170,31 @@ def _hoist_single_folder(folder: Path) -> None:
         entries = list(folder.iterdir())
 
 
+def _missing_path(path: Path) -> SourceError:
+    relative = "" if path.is_absolute() else (
+        f"; a relative path is read from the folder the stage runs in ({Path.cwd()}), and a queued or --temp "
+        f"experiment (dvc exp run --queue, dvc queue start) runs in a copy of the workspace under .dvc/tmp/, "
+        f"which holds only what git and DVC track: use an absolute path"
+    )  # fmt: skip
+    return SourceError(
+        f"data.path: {path} does not exist; set it to the competition's folder or the .zip "
+        f"from 'kaggle competitions download'{relative}"
+    )
+
+
 def fetch_local(path: Path, out_dir: Path) -> None:
     """Copy the competition at `path` (a folder, or a .zip with possibly nested zips) to `out_dir`."""
     if not path.exists():
-        raise SourceError(
-            f"data.path: {path} does not exist; set it to the competition's folder or the .zip "
-            f"from 'kaggle competitions download'"
-        )
+        raise _missing_path(path)
     if path.is_dir():
         shutil.copytree(path, out_dir, dirs_exist_ok=True)
     elif zipfile.is_zipfile(path):
         extract_zip(path, out_dir)
     else:
         raise SourceError(f"data.path: {path} is neither a folder nor a zip file")
-    extract_nested_zips(out_dir)
+    extract_nested_zips(out_dir, origin=path)
+    if not out_dir.is_dir() or not any(p.is_file() for p in out_dir.rglob("*")):
+        raise SourceError(f"data.path: {path} holds no files (an empty zip or folder); download the competition again")
     _hoist_single_folder(out_dir)
 
 

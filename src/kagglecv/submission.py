@@ -157,9 +157,10 @@ def read_reference(
     raw_dir, folds_path = paths.raw, paths.folds
     competition = None
     if sample_path is None or not folds_path.exists():
-        layout = load_params(paths.params).data.layout if paths.params.exists() else "auto"
+        data = load_params(paths.params).data if paths.params.exists() else None
+        layout, labels_file = (data.layout, data.labels_file) if data else ("auto", "")
         try:
-            competition = read_competition(raw_dir, layout, check_images=False)
+            competition = read_competition(raw_dir, layout, check_images=False, labels_file=labels_file)
         except CompetitionError as err:
             if sample_path is None:
                 raise SubmissionError(f"no sample submission to check against ({err}); pass --sample FILE") from None

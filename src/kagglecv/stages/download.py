@@ -43,11 +43,16 @@ def fetch_competition(data: DataParams, out_dir: Path, *, previous: Path) -> Non
 
 
 def run(params: Params, paths: Paths = Paths()) -> dict[str, int]:
-    """Write the competition to `paths.raw` (replacing it only once complete); return its sizes."""
+    """Write the competition to `paths.raw`, replacing it only once complete and readable (DVC leaves it
+    in place meanwhile: `persist`); return its sizes."""
     out_dir = paths.raw
     with atomic_path(out_dir) as tmp:
         fetch_competition(params.data, tmp, previous=out_dir)
-        competition = read_competition(tmp, params.data.layout, check_images=False)  # refuse one we cannot read
+        try:  # refuse a competition we cannot read
+            competition = read_competition(tmp, params.data.layout, check_images=False, labels_file=params.data.labels_file)
+        except CompetitionError as err:  # named by where it came from: the temporary folder is gone by now
+            source = f"data.path {params.data.path}" if params.data.source == "local" else f"{out_dir} (new download)"
+            raise CompetitionError(str(err).replace(str(tmp), source)) from None
     summary = {"train_images": len(competition.train_ids), "test_images": len(competition.test_ids)}
     log.info("%s: %d training and %d test images in %s", params.data.source, *summary.values(), out_dir)
     return summary

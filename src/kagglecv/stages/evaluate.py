@@ -80,7 +80,8 @@ def run(params: Params, paths: Paths = Paths()) -> dict:
 
 def write_mistakes(paths: Paths, params: Params, train_ids: list[str], rows: np.ndarray, captions: list[str]) -> None:
     """The images at `rows` of the training set, as the model saw them (at img_size), with captions."""
-    competition = read_competition(paths.raw, params.data.layout)
+    competition = read_competition(paths.raw, params.data.layout, labels_file=params.data.labels_file,
+                                   max_megapixels=params.data.max_megapixels)  # fmt: skip
     if competition.train_ids != train_ids:
         raise CompetitionError(f"{paths.oof} does not match {paths.raw}: run 'dvc repro train' again")
     img_size = with_sizes(params, competition.train_images).img_size  # as train chose it

@@ -120,7 +120,8 @@ def write_views(path: Path, probs: np.ndarray, ids: list[str], classes: list[str
 
 def run(params: Params, paths: Paths = Paths()) -> dict[str, float]:
     """Predict the test set; write the submission, the averaged and the per-view probabilities and the score."""
-    competition = read_competition(paths.raw, params.data.layout)
+    competition = read_competition(paths.raw, params.data.layout, labels_file=params.data.labels_file,
+                                   max_megapixels=params.data.max_megapixels)  # fmt: skip
     checkpoints = read_checkpoints(paths.models)
     classes = checkpoints[0]["classes"]
     cache: dict[tuple[int, int], np.ndarray] = {}

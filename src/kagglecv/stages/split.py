@@ -65,8 +65,9 @@ def run(params: Params, paths: Paths = Paths()) -> dict[str, int]:
     raw_dir, report_path = paths.raw, paths.ingest_report
     try:
         competition = read_competition(
-            raw_dir, params.data.layout, bad_images=params.data.bad_images, similar_labels=params.data.similar_labels
-        )
+            raw_dir, params.data.layout, bad_images=params.data.bad_images, similar_labels=params.data.similar_labels,
+            labels_file=params.data.labels_file, max_megapixels=params.data.max_megapixels,
+        )  # fmt: skip
     except IngestError as err:
         write_report(report_path, err.problems)
         raise IngestError(f"{err} (all listed in {report_path})", err.problems) from None
