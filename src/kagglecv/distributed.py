@@ -57,10 +57,15 @@ def device_type(devices: int | str) -> str:
     return torch.device(device).type if device else ("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def under_torchrun() -> bool:
+    """Whether this process is one of those torchrun started (it sets their rank and count)."""
+    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
 def launch_or_run(run: Callable[[], object], devices: int | str, module: str = "kagglecv.stages.train") -> None:
     """Run `run` here when one process is asked for (or we are one of torchrun's); else relaunch `module`."""
     n = count_devices(devices)
-    if "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ:  # inside torchrun
+    if under_torchrun():
         dist.init_process_group(backend="nccl" if torch.cuda.is_available() else "gloo")
         if not is_main():
             logging.getLogger("kagglecv").setLevel(logging.WARNING)  # one log, the first process's

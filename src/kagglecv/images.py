@@ -17,9 +17,8 @@ import hashlib
 import logging
 import mmap
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +37,9 @@ log = logging.getLogger("kagglecv.images")
 
 CHUNK = 64  # images per decoding task, and per block when scanning a decoded set
 STATS_CHUNK = 256  # images per block when counting pixel values
+# Pillow refuses images above 179 megapixels as possible decompression bombs, naming them corrupt. The
+# limit is `data.max_megapixels`, checked from each header before decoding (`kagglecv.ingest.check_image`).
+Image.MAX_IMAGE_PIXELS = None
 
 
 def decode_image(path: Path) -> np.ndarray:
@@ -151,18 +153,6 @@ def release_pages(images: np.ndarray) -> None:
         mapped.madvise(mmap.MADV_DONTNEED)
 
 
-@contextmanager
-def pillow_pixel_limit(max_pixels: int | None) -> Iterator[None]:
-    """Pillow's decompression-bomb limit set to `max_pixels` (None: none) while inside. Call it from one
-    thread around any pool of workers: the limit is a process-wide setting."""
-    before = Image.MAX_IMAGE_PIXELS
-    Image.MAX_IMAGE_PIXELS = max_pixels
-    try:
-        yield
-    finally:
-        Image.MAX_IMAGE_PIXELS = before
-
-
 def median_side(sizes: np.ndarray) -> int:
     """The median of each image's shorter side; `sizes` is (N, 2) of (height, width)."""
     return int(np.median(sizes.min(1))) if len(sizes) else 0
@@ -249,10 +239,9 @@ class FileImages:
         if found is not None:
             return found
         sizes = np.zeros((len(self.paths), 2), np.int64)
-        with pillow_pixel_limit(None):  # headers only: nothing is decoded, so no image is too large to read
-            for i, path in enumerate(self.paths):  # header reads hold the GIL: threads would not help
-                with Image.open(path) as image:
-                    sizes[i] = image.height, image.width
+        for i, path in enumerate(self.paths):  # header reads hold the GIL: threads would not help
+            with Image.open(path) as image:
+                sizes[i] = image.height, image.width
         if cached is not None:
             with atomic_path(cached) as tmp, open(tmp, "wb") as f:
                 np.save(f, sizes)

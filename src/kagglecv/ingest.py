@@ -41,7 +41,7 @@ from PIL import Image, UnidentifiedImageError
 
 from kagglecv.artifacts import read_cached_json, write_json
 from kagglecv.data import Competition, CompetitionError, ImageSource, IngestProblem
-from kagglecv.images import FileImages, pillow_pixel_limit
+from kagglecv.images import FileImages
 from kagglecv.layouts import LAYOUTS, detect_layout, read_labels_csv
 from kagglecv.progress import Progress
 
@@ -91,7 +91,6 @@ def find_bad_images(paths: Sequence[Path], cache_dir: Path | None, max_pixels: i
         return {int(i): reason for i, reason in verdicts.items()}
     verdicts = []
     with (
-        pillow_pixel_limit(None),  # ours, max_pixels, is checked from each header instead
         ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool,  # Pillow decodes without the GIL
         Progress(len(paths), f"checking {len(paths)} images", unit="img", log=log) as progress,
     ):

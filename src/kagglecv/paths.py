@@ -64,6 +64,10 @@ class Paths:
     def resume(self) -> Path:
         return self.root / ".kagglecv/resume"  # git-ignored and no DVC output: it outlives an interrupted run
 
+    @property
+    def train_lock(self) -> Path:
+        return self.root / ".kagglecv/train.lock"  # held while the train stage runs: one per workspace
+
     # evaluate
     @property
     def cv_metrics(self) -> Path:

@@ -4,13 +4,18 @@ DVC deletes a stage's outputs before running it, so the state lives in the git-i
 `.kagglecv/resume/<key>/fold<k>.pt`, where `<key>` hashes the params and the data it was trained
 on: a change that affects training gets a new key and starts fresh instead of continuing
 another experiment. Each file holds either the latest epoch's snapshot of an unfinished fold or
-the results of a finished one. The stage deletes the folder once it completes.
+the results of a finished one, with the hashes of the code that made it (every project module the
+train stage imports, `code_hashes`): after an edit of one of them the fold trains again, as a clean
+run of the new code would, and the log names the files that changed. The stage deletes the folder
+once it completes.
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
+import logging
 import random
 import shutil
 from pathlib import Path
@@ -19,6 +24,10 @@ import numpy as np
 import torch
 
 from kagglecv.artifacts import write_checkpoint
+
+log = logging.getLogger("kagglecv.train")
+
+PACKAGE_DIR = Path(__file__).resolve().parent  # src/kagglecv: where `code_hashes` reads the modules
 
 
 def read_rng_state() -> dict:
@@ -52,21 +61,63 @@ def resume_key(params: dict, *arrays: np.ndarray, files: tuple[Path, ...] = ()) 
     return digest.hexdigest()[:16]
 
 
-class ResumeStore:
-    """`<root>/<key>/fold<k>.pt`: one file per fold, replaced atomically."""
+def _module_file(name: str) -> Path | None:
+    """The file of project module `name` (kagglecv.x.y); None for anything outside the project."""
+    if name != PACKAGE_DIR.name and not name.startswith(PACKAGE_DIR.name + "."):
+        return None
+    base = PACKAGE_DIR.parent.joinpath(*name.split("."))
+    return next((p for p in (base.with_suffix(".py"), base / "__init__.py") if p.is_file()), None)
 
-    def __init__(self, key: str, root: Path) -> None:
+
+def code_hashes(module: str = "kagglecv.stages.train") -> dict[str, str]:
+    """kagglecv/<file>.py -> sha256 (16 hex digits) of `module` and of every project module it imports,
+    directly or not, read statically (imports inside functions count) so every process agrees."""
+    hashes: dict[str, str] = {}
+    todo = [module]
+    while todo:
+        parts = todo.pop().split(".")
+        for k in range(1, len(parts) + 1):  # importing a.b.c runs a/__init__.py and a/b/__init__.py too
+            path = _module_file(".".join(parts[:k]))
+            name = path.relative_to(PACKAGE_DIR.parent).as_posix() if path else None
+            if path is None or name in hashes:
+                continue
+            source = path.read_bytes()
+            hashes[name] = hashlib.sha256(source).hexdigest()[:16]
+            for node in ast.walk(ast.parse(source)):
+                if isinstance(node, ast.Import):
+                    todo += [alias.name for alias in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+                    todo += [node.module, *(f"{node.module}.{alias.name}" for alias in node.names)]
+    return dict(sorted(hashes.items()))
+
+
+class ResumeStore:
+    """`<root>/<key>/fold<k>.pt`: one file per fold, replaced atomically. With `code` (`code_hashes`), a
+    fold's state made by other code is not read back (the log says which files differ)."""
+
+    def __init__(self, key: str, root: Path, code: dict[str, str] | None = None) -> None:
         self.dir = Path(root) / key
+        self.code = code
 
     def path(self, fold: int) -> Path:
         return self.dir / f"fold{fold}.pt"
 
     def read(self, fold: int) -> dict | None:
         path = self.path(fold)
-        return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
+        if not path.exists():
+            return None
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        made_by = state.get("code")
+        if self.code is not None and made_by != self.code:
+            made_by = made_by or {}
+            changed = sorted(f for f in {*made_by, *self.code} if made_by.get(f) != self.code.get(f))
+            shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
+            log.info("fold %d: the code changed since the interrupted run (%s); training the fold again", fold, shown)
+            return None
+        return state
 
     def write(self, fold: int, state: dict) -> None:
-        write_checkpoint(self.path(fold), state)
+        write_checkpoint(self.path(fold), state if self.code is None else {**state, "code": self.code})
 
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,4 +1,4 @@
-"""Process set-up shared by every stage: logging, seeding, the stage entry wrapper."""
+"""Process set-up shared by every stage: logging, seeding, the stage entry wrapper, a workspace lock."""
 
 from __future__ import annotations
 
@@ -10,10 +10,17 @@ import os
 import platform
 import random
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; the stage runs unlocked
+    fcntl = None
 
 log = logging.getLogger("kagglecv")
 
@@ -40,6 +47,44 @@ def bound_heap() -> None:
         return
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(M_MMAP_MAX, 0)
+
+
+class WorkspaceBusy(RuntimeError):
+    """Another process holds the lock of what this one was about to do; the message names it."""
+
+
+@contextlib.contextmanager
+def exclusive(path: Path, what: str) -> Iterator[None]:
+    """Hold the lock file `path` while inside, or raise `WorkspaceBusy` naming the process that holds it.
+    The operating system releases the lock when its process ends, however it ends (a kill -9 too), so a
+    crashed run never blocks the next one."""
+    if fcntl is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "a process that has not named itself yet"
+            os.close(fd)
+            raise WorkspaceBusy(
+                f"{what} is already running in this workspace: {holder} holds {path}. Two would overwrite each "
+                f"other's files (a killed 'dvc repro' leaves its stage running): wait for it, or stop it and rerun"
+            ) from None
+        if path.exists() and path.stat().st_ino == os.fstat(fd).st_ino:
+            break
+        os.close(fd)  # the holder removed the file as we opened it: lock the new one
+    try:
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()}, started {time.strftime('%H:%M:%S')} ('kill {os.getpid()}' stops it)".encode())
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            path.unlink()
+            path.parent.rmdir()  # leave no empty folder behind
+        os.close(fd)
 
 
 def setup_logging() -> None:

@@ -21,6 +21,7 @@ no outputs, so folds can train on several machines (docs/training.md).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import logging
 import time
@@ -44,8 +45,8 @@ from kagglecv.params import Params, ParamsError, load_params
 from kagglecv.paths import Paths
 from kagglecv.pictures import write_image_grid
 from kagglecv.progress import format_seconds
-from kagglecv.resume import ResumeStore, resume_key
-from kagglecv.runtime import main_of, use_deterministic_algorithms
+from kagglecv.resume import ResumeStore, code_hashes, resume_key
+from kagglecv.runtime import WorkspaceBusy, exclusive, main_of, use_deterministic_algorithms
 from kagglecv.transforms import TransformError, build_transforms, resolve_augment
 from kagglecv.tta import TTAError
 
@@ -66,7 +67,8 @@ def run(params: Params, paths: Paths = Paths(), *, only_folds: set[int] | None =
     spec = resolve_augment(params.augment, params.img_size)
     if params.loader != "dataloader" and build_batch_transforms(spec) is not None:  # the tensor path
         data = dataclasses.replace(data, train_images=resident(images, setup.precision.device))
-    store = ResumeStore(resume_key(dataclasses.asdict(params), images, labels, data.fold_of), paths.resume)
+    key = resume_key(dataclasses.asdict(params), images, labels, data.fold_of)
+    store = ResumeStore(key, paths.resume, code=code_hashes())  # an edit of the code trains a fold again
     release_pages(images)  # the statistics and the key read every image; batches read only what they use
     n_folds = int(data.fold_of.max()) + 1
     _log_start(params, setup, images, len(classes), n_folds)
@@ -229,9 +231,17 @@ def _only_folds() -> set[int] | None:
     return {int(v) for v in value.split(",")} if value else None
 
 
+def _run_locked(paths: Paths = Paths()) -> None:
+    """The stage in this workspace, alone: a second trainer would overwrite the first's files. The
+    processes torchrun starts run under their launcher's lock."""
+    with contextlib.nullcontext() if distributed.under_torchrun() else exclusive(paths.train_lock, "the train stage"):
+        distributed.launch_or_run(lambda: run(load_params(paths.params), paths, only_folds=_only_folds()),
+                                  load_params(paths.params).devices)  # fmt: skip
+
+
 main = main_of(
-    lambda: distributed.launch_or_run(lambda: run(load_params(), only_folds=_only_folds()), load_params().devices),
-    ParamsError, CompetitionError, ModelError, TransformError, TTAError, TrainingDiverged, distributed.DevicesError,
+    _run_locked, ParamsError, CompetitionError, ModelError, TransformError, TTAError, TrainingDiverged,
+    distributed.DevicesError, WorkspaceBusy,
 )  # fmt: skip
 
 if __name__ == "__main__":
