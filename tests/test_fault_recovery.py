@@ -26,7 +26,7 @@ from kagglecv.data import CompetitionError
 from kagglecv.ingest import check_image, read_competition
 from kagglecv.params import DataParams, load_params
 from kagglecv.paths import Paths
-from kagglecv.runtime import exclusive
+from kagglecv.runtime import WorkspaceBusy, workspace_lock
 from kagglecv.sources import SourceError, fetch_local
 from kagglecv.stages import download, split, train
 from tests.conftest import REPO, SHIPPED, shipped
@@ -101,7 +101,8 @@ def test_an_edit_of_the_code_trains_the_interrupted_fold_again(
     split.run(params, Paths(clean))
     train.run(params, Paths(clean))
     assert paths.oof.read_bytes() == Paths(clean).oof.read_bytes()
-    assert "fold 0: the code changed since the interrupted run (kagglecv/loaders.py); training the fold again" in caplog.text
+    changed = "fold 0: the code changed since the interrupted run (kagglecv/loaders.py); training the fold again"
+    assert changed in caplog.text
 
 
 def test_the_code_hashes_cover_exactly_the_train_stage_deps_in_dvc_yaml() -> None:
@@ -117,12 +118,24 @@ def test_a_second_trainer_stops_naming_the_process_that_holds_the_workspace(
 ) -> None:
     project = make_project(tmp_path)
     lock = Paths(project).train_lock
-    with exclusive(lock, "the train stage"):
+    with workspace_lock(lock, "the train stage"):
         code, err = run_main(train, project, capsys)
     assert code == 1
     assert f"the train stage is already running in this workspace: pid {os.getpid()}" in err
     assert "Traceback" not in err
     assert not lock.exists() and not lock.parent.exists()  # released, and no folder left behind
+
+
+def test_fold_runs_share_the_workspace_but_never_with_a_whole_stage(tmp_path: Path) -> None:
+    lock = tmp_path / ".kagglecv/train.lock"
+    with workspace_lock(lock, "train --folds 0", shared=True), workspace_lock(lock, "train --folds 1", shared=True):
+        with pytest.raises(WorkspaceBusy, match=rf"pid {os.getpid()}, started .*; pid {os.getpid()}, started"):
+            with workspace_lock(lock, "the train stage"):
+                pass
+    with workspace_lock(lock, "the train stage"), pytest.raises(WorkspaceBusy, match="already running"):
+        with workspace_lock(lock, "train --folds 0", shared=True):
+            pass
+    assert not lock.parent.exists()
 
 
 @pytest.mark.slow
@@ -145,7 +158,7 @@ def test_a_trainer_left_running_by_a_killed_dvc_blocks_a_second_until_it_ends(
     finally:
         first.kill()  # as one stops a stray trainer: the lock goes with it
         first.wait()
-    with exclusive(lock, "the train stage"):
+    with workspace_lock(lock, "the train stage"):
         pass
 
 

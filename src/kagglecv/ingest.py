@@ -186,7 +186,9 @@ def _train_problems(competition: Competition, check_images: bool, max_pixels: in
     return dict(sorted(found.items()))
 
 
-def _add_bad_images(c: Competition, images: ImageSource, found: dict[int, tuple[str, str]], max_pixels: int | None) -> None:
+def _add_bad_images(
+    c: Competition, images: ImageSource, found: dict[int, tuple[str, str]], max_pixels: int | None
+) -> None:
     """Decode every image file not already found wanting; add the unreadable ones to `found`."""
     if not isinstance(images, FileImages):
         return  # pixel CSVs hold no files to decode
@@ -229,8 +231,9 @@ def inspect_competition(
     max_megapixels: float | None = None,
 ) -> Competition:
     """`competition` without its unusable training rows (images above `max_megapixels` among them), its
-    labels in one form, `problems` listing every finding; raises `IngestError` for a problem with the test set, an unusable training image under
-    `bad_images: stop`, or labels that differ only in case or whitespace under `similar_labels: stop`."""
+    labels in one form, `problems` listing every finding; raises `IngestError` for a problem with the test
+    set, an unusable training image under `bad_images: stop`, or labels that differ only in case or
+    whitespace under `similar_labels: stop`."""
     listing = _file(competition, competition.labels_file) if competition.labels_file else "training files"
     labels, label_problems = normalise_labels(competition.train_labels, listing, similar_labels)
     c = dataclasses.replace(competition, train_labels=labels)

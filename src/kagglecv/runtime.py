@@ -9,6 +9,7 @@ import logging
 import os
 import platform
 import random
+import re
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -53,11 +54,29 @@ class WorkspaceBusy(RuntimeError):
     """Another process holds the lock of what this one was about to do; the message names it."""
 
 
+def _holders(fd: int) -> str:
+    """The lines of the lock file whose process is still alive (a shared holder's line outlives it)."""
+    lines = os.pread(fd, 64 << 10, 0).decode(errors="replace").splitlines()
+    alive = [line for line in lines if (m := re.match(r"pid (\d+)", line)) and _alive(int(m[1]))]
+    return "; ".join(alive) or "a process that has not named itself yet"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
 @contextlib.contextmanager
-def exclusive(path: Path, what: str) -> Iterator[None]:
-    """Hold the lock file `path` while inside, or raise `WorkspaceBusy` naming the process that holds it.
-    The operating system releases the lock when its process ends, however it ends (a kill -9 too), so a
-    crashed run never blocks the next one."""
+def workspace_lock(path: Path, what: str, *, shared: bool = False) -> Iterator[None]:
+    """Hold the lock file `path` while inside, or raise `WorkspaceBusy` naming the processes that hold it.
+    `shared`: any number of shared holders at once, but never beside an exclusive one. The operating
+    system releases the lock when its process ends, however it ends (a kill -9 too), so a crashed run
+    never blocks the next one."""
     if fcntl is None:
         yield
         return
@@ -65,23 +84,27 @@ def exclusive(path: Path, what: str) -> Iterator[None]:
     while True:
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 512, 0).decode(errors="replace").strip() or "a process that has not named itself yet"
+            holders = _holders(fd)
             os.close(fd)
             raise WorkspaceBusy(
-                f"{what} is already running in this workspace: {holder} holds {path}. Two would overwrite each "
+                f"{what} is already running in this workspace: {holders} holds {path}. Two would overwrite each "
                 f"other's files (a killed 'dvc repro' leaves its stage running): wait for it, or stop it and rerun"
             ) from None
         if path.exists() and path.stat().st_ino == os.fstat(fd).st_ino:
             break
         os.close(fd)  # the holder removed the file as we opened it: lock the new one
     try:
-        os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()}, started {time.strftime('%H:%M:%S')} ('kill {os.getpid()}' stops it)".encode())
+        if not shared:
+            os.ftruncate(fd, 0)
+        os.lseek(fd, 0, os.SEEK_END)
+        pid = os.getpid()
+        os.write(fd, f"pid {pid}, started {time.strftime('%H:%M:%S')} ('kill {pid}' stops it)\n".encode())
         yield
     finally:
         with contextlib.suppress(OSError):
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # the last holder (shared ones may remain)
             path.unlink()
             path.parent.rmdir()  # leave no empty folder behind
         os.close(fd)

@@ -98,6 +98,13 @@ def is_junk(name: str) -> bool:
     return any(part in _IGNORED or part.startswith("._") for part in parts)
 
 
+def _unreadable(shown: str, err: Exception) -> SourceError:
+    return SourceError(
+        f"{shown}: not a readable zip file ({err}): it is damaged or was cut short; download the competition "
+        f"again, or extract it yourself and set data.path to the extracted folder"
+    )
+
+
 def extract_zip(archive: Path, target: Path, *, shown: str | None = None) -> None:
     """Extract `archive` into `target`, leaving out macOS's litter, after checking every entry stays inside
     it. `shown`: how messages name the archive (default: its path)."""
@@ -110,10 +117,7 @@ def extract_zip(archive: Path, target: Path, *, shown: str | None = None) -> Non
             target.mkdir(parents=True, exist_ok=True)
             zf.extractall(target, members)
     except (zipfile.BadZipFile, zlib.error, EOFError) as err:
-        raise SourceError(
-            f"{shown}: not a readable zip file ({err}): it is damaged or was cut short; download the competition "
-            f"again, or extract it yourself and set data.path to the extracted folder"
-        ) from None
+        raise _unreadable(shown, err) from None
 
 
 def _nested_target(archive: Path, shown: str) -> Path:
@@ -122,10 +126,7 @@ def _nested_target(archive: Path, shown: str) -> Path:
         with zipfile.ZipFile(archive) as zf:
             names = [n for n in zf.namelist() if not n.endswith("/") and not is_junk(n)]
     except (zipfile.BadZipFile, EOFError) as err:
-        raise SourceError(
-            f"{shown}: not a readable zip file ({err}): it is damaged or was cut short; download the competition "
-            f"again, or extract it yourself and set data.path to the extracted folder"
-        ) from None
+        raise _unreadable(shown, err) from None
     loose_images = any("/" not in n and Path(n).suffix.lower() in IMAGE_SUFFIXES for n in names)
     return archive.parent / archive.name.removesuffix(".zip") if loose_images else archive.parent
 
@@ -188,7 +189,7 @@ def fetch_local(path: Path, out_dir: Path) -> None:
         raise _missing_path(path)
     if path.is_dir():
         shutil.copytree(path, out_dir, dirs_exist_ok=True)
-    elif zipfile.is_zipfile(path):
+    elif path.suffix.lower() == ".zip" or zipfile.is_zipfile(path):
         extract_zip(path, out_dir)
     else:
         raise SourceError(f"data.path: {path} is neither a folder nor a zip file")

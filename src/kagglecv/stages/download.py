@@ -49,7 +49,9 @@ def run(params: Params, paths: Paths = Paths()) -> dict[str, int]:
     with atomic_path(out_dir) as tmp:
         fetch_competition(params.data, tmp, previous=out_dir)
         try:  # refuse a competition we cannot read
-            competition = read_competition(tmp, params.data.layout, check_images=False, labels_file=params.data.labels_file)
+            competition = read_competition(
+                tmp, params.data.layout, labels_file=params.data.labels_file, check_images=False
+            )
         except CompetitionError as err:  # named by where it came from: the temporary folder is gone by now
             source = f"data.path {params.data.path}" if params.data.source == "local" else f"{out_dir} (new download)"
             raise CompetitionError(str(err).replace(str(tmp), source)) from None

@@ -46,7 +46,7 @@ from kagglecv.paths import Paths
 from kagglecv.pictures import write_image_grid
 from kagglecv.progress import format_seconds
 from kagglecv.resume import ResumeStore, code_hashes, resume_key
-from kagglecv.runtime import WorkspaceBusy, exclusive, main_of, use_deterministic_algorithms
+from kagglecv.runtime import WorkspaceBusy, main_of, use_deterministic_algorithms, workspace_lock
 from kagglecv.transforms import TransformError, build_transforms, resolve_augment
 from kagglecv.tta import TTAError
 
@@ -232,11 +232,14 @@ def _only_folds() -> set[int] | None:
 
 
 def _run_locked(paths: Paths = Paths()) -> None:
-    """The stage in this workspace, alone: a second trainer would overwrite the first's files. The
-    processes torchrun starts run under their launcher's lock."""
-    with contextlib.nullcontext() if distributed.under_torchrun() else exclusive(paths.train_lock, "the train stage"):
-        distributed.launch_or_run(lambda: run(load_params(paths.params), paths, only_folds=_only_folds()),
-                                  load_params(paths.params).devices)  # fmt: skip
+    """The stage in this workspace, alone: a second trainer would overwrite the first's files (`--folds`
+    runs, which write only their own folds' state, may run side by side). The processes torchrun starts
+    run under their launcher's lock."""
+    only = _only_folds()
+    lock = workspace_lock(paths.train_lock, "the train stage", shared=only is not None)
+    with contextlib.nullcontext() if distributed.under_torchrun() else lock:
+        params = load_params(paths.params)
+        distributed.launch_or_run(lambda: run(params, paths, only_folds=only), params.devices)
 
 
 main = main_of(
