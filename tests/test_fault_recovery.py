@@ -48,6 +48,16 @@ def test_a_csv_of_image_sizes_over_the_training_ids_is_not_taken_for_the_labels(
     assert competition.classes == sorted(CLASSES)
 
 
+def test_the_sample_submissions_answer_column_tells_numeric_labels_from_numeric_metadata(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    write_competition(raw)
+    pd.DataFrame({"id": range(1, 13), "has_cactus": [0, 1] * 6}).to_csv(raw / "trainLabels.csv", index=False)
+    pd.DataFrame({"id": range(1, 5), "has_cactus": 0}).to_csv(raw / "sampleSubmission.csv", index=False)
+    pd.DataFrame({"id": range(1, 13), "width": [28, 32] * 6}).to_csv(raw / "meta.csv", index=False)
+    competition = read_competition(raw, check_images=False)
+    assert competition.labels_file == raw / "trainLabels.csv" and competition.classes == ["0", "1"]
+
+
 def test_two_label_csvs_alike_stop_naming_both_and_data_labels_file_picks_one(tmp_path: Path) -> None:
     project = make_project(tmp_path)
     raw = project / "data/raw"
