@@ -185,7 +185,7 @@ def test_predict_refuses_a_submission_that_fails_the_check_and_keeps_the_previou
 ) -> None:
     before = snapshot(project)
     make = predict.make_submission
-    monkeypatch.setattr(predict, "make_submission", lambda *args: make(*args).iloc[:-1])  # a row lost
+    monkeypatch.setattr(predict, "make_submission", lambda *args, **kwargs: make(*args, **kwargs).iloc[:-1])  # a row lost
     code, err = run_main(predict, project, capsys)
     assert code == 1
     assert err.startswith("error: the new submission fails its check (2 problem(s)):\n")

@@ -38,7 +38,7 @@ from kagglecv.images import ArrayImages, FileImages
 TRAIN_DIRS = ("train", "training", "images")
 VALID_DIRS = ("valid", "validation")
 ID_COLUMNS = ("id", "imageid", "image_id")  # besides the sample submission's own id column, any case
-LABEL_COLUMNS = ("label", "labels", "class", "category", "breed", "species", "target")
+LABEL_COLUMNS = ("label", "labels", "class", "category", "breed", "species", "target", "tags")
 _LABEL_IN_NAME = re.compile(r"^(?P<label>.+)_(?P<n>\d+)$")  # <label>_<n>, the stem of e.g. 3_127.jpg
 
 log = logging.getLogger("kagglecv.layouts")
@@ -213,6 +213,21 @@ def find_labels_csv(root: Path, keys: dict[str, Path]) -> Path | None:
     return best
 
 
+def binary_columns(frame: pd.DataFrame) -> tuple[str, ...]:
+    """The answer columns when there are several and each holds only 0 and 1 (one column per label); else ()."""
+    answers = list(frame.columns[1:])
+    if len(answers) < 2 or not all(set(frame[c].str.strip()) <= {"0", "1"} for c in answers):
+        return ()
+    return tuple(answers)
+
+
+def tags_of(frame: pd.DataFrame, columns: tuple[str, ...]) -> list[str]:
+    """Each row's labels as space-separated tags: the columns holding 1, whitespace in a name as underscores."""
+    names = ["_".join(c.split()) for c in columns]
+    ones = frame[list(columns)].apply(lambda col: col.str.strip() == "1").to_numpy()
+    return [" ".join(n for n, on in zip(names, row) if on) for row in ones]
+
+
 def read_labels_csv(root: Path) -> Competition:
     """`train/` (or `images/`) and a CSV of id (file name with or without extension) -> label."""
     image_dir = _first_dir(root, ("train", "images"))
@@ -224,20 +239,22 @@ def read_labels_csv(root: Path) -> Competition:
         raise CompetitionError(f"{root}: no CSV maps the files in {image_dir.name}/ to labels (id, label)")
     frame = pd.read_csv(labels_path, dtype=str, keep_default_na=False)
     named = [c for c in frame.columns[1:] if c.lower() in LABEL_COLUMNS]
-    label_column = named[0] if named else frame.columns[1]
+    label_columns = () if named else binary_columns(frame)
+    labels = tags_of(frame, label_columns) if label_columns else frame[named[0] if named else frame.columns[1]].tolist()
     ids = frame.iloc[:, 0].tolist()
     paths, missing = _match(ids, keys, image_dir)
     test = _test_part(root, image_dir)
     return Competition(
         root=root,
         train_ids=ids,
-        train_labels=frame[label_column].tolist(),
+        train_labels=labels,
         test_ids=test.ids,
         sample_submission=test.sample,
         solution=_solution(root),
         train_images=FileImages(tuple(paths), _cache_dir(root)),
         test_images=test.images,
         labels_file=labels_path,
+        label_columns=label_columns,
         unusable_train=missing,
         unusable_test=test.missing,
         unreferenced=_unused(list_images(image_dir), paths + list(test.images.paths)) + test.unused,

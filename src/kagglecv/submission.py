@@ -1,8 +1,10 @@
 """Submissions shaped by the competition's own sample submission, checked, and scored like a leaderboard.
 
-The sample submission decides everything: the id column's name, the ids' text and order,
-whether the answer is one label column or one probability column per class, and the labels' type:
-against a sample whose labels are integers, a label the training files wrote as 1.0 is written 1.
+The sample submission decides the id column's name, the ids' text and order and the labels' type
+(against a sample whose labels are integers, a label the training files wrote as 1.0 is written
+1); the sample and the task together (`kagglecv.tasks.Task.answer`) the answers' shape: a label, a
+probability column per class, space-separated tags, a column per label, the positive class's
+probability, or the k most likely classes. Decisions apply the thresholds `evaluate` tuned.
 
 `python -m kagglecv.submission check FILE [--sample S]` (or `kagglecv-check FILE`) checks a
 submission file against the sample submission, listing every problem, one line each; `predict`
@@ -20,6 +22,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, log_loss
 
+from kagglecv.metrics import decide, get_metric, rank_classes, score_answers
 from kagglecv.paths import Paths
 from kagglecv.submission_check import (
     INTEGRAL_DECIMAL,
@@ -28,6 +31,7 @@ from kagglecv.submission_check import (
     check_submission,
     check_submission_text,
 )
+from kagglecv.tasks import Task, encode_labels, split_tags, tag_key
 
 PROB_EPS = 1e-15  # log-loss competitions clip to [eps, 1 - eps]
 SHIFT_FLOOR = 0.1  # a total variation distance of predicted class shares below this is never implausible
@@ -38,28 +42,32 @@ class SubmissionError(ValueError):
     """The submission cannot match the sample submission; the message says why."""
 
 
-def read_sample_submission(path: Path) -> SampleSubmission:
+def read_sample_submission(path: Path, task: Task | None = None) -> SampleSubmission:
+    """The sample submission; its answers' shape is the task's (`task.answer`), or else read from its columns."""
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     if frame.shape[1] < 2:
         raise SubmissionError(f"{path}: a sample submission needs an id column and at least one answer column")
     answers = tuple(frame.iloc[:, 1].str.strip())
-    return SampleSubmission(path=path, columns=list(frame.columns), ids=frame.iloc[:, 0].tolist(), answers=answers)
+    shape = {"answer": task.answer, "k": task.k} if task is not None else {}
+    return SampleSubmission(path=path, columns=list(frame.columns), ids=frame.iloc[:, 0].tolist(), answers=answers,
+                            **shape)  # fmt: skip
 
 
 def make_submission(
-    sample: SampleSubmission, test_ids: list[str], probs: np.ndarray, classes: list[str]
-) -> pd.DataFrame:
-    """The submission frame for `probs` (N, num_classes) of `test_ids`, in the sample's ids and order."""
+    sample: SampleSubmission, test_ids: list[str], probs: np.ndarray, classes: list[str], *,
+    task: Task | None = None, thresholds: list[float] | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """The submission frame for `probs` (N, num_classes) of `test_ids`, in the sample's ids and order and the
+    answers' shape `sample.kind`; decisions by `task` (multiclass when None) with `thresholds`."""
     position = {test_id: i for i, test_id in enumerate(test_ids)}
     missing = [i for i in sample.ids if i not in position]
     if missing:
         raise SubmissionError(f"{sample.path}: {len(missing)} ids have no test image, e.g. {missing[:3]}")
     probs = probs[[position[i] for i in sample.ids]]
     frame = pd.DataFrame({sample.id_column: sample.ids})
-    if sample.kind == "label":
-        spelled = [_like_sample(c, sample) for c in classes]
-        frame[sample.columns[1]] = [spelled[k] for k in probs.argmax(1)]
-        return frame
+    kind, spelled = sample.kind, [_like_sample(c, sample) for c in classes]
+    if kind != "probs":
+        return _answer_columns(frame, sample, probs, spelled, task, thresholds)
     unknown = [c for c in sample.columns[1:] if c not in classes]
     if unknown:
         raise SubmissionError(f"{sample.path}: probability columns {unknown[:5]} are not training classes")
@@ -67,6 +75,35 @@ def make_submission(
     clipped = clipped / clipped.sum(1, keepdims=True)
     for column in sample.columns[1:]:
         frame[column] = clipped[:, classes.index(column)]
+    return frame
+
+
+def _answer_columns(
+    frame: pd.DataFrame, sample: SampleSubmission, probs: np.ndarray, spelled: list[str], task: Task | None,
+    thresholds: list[float] | None,
+) -> pd.DataFrame:  # fmt: skip
+    """`frame` with the answers of every shape but `probs` (see the module docstring)."""
+    kind, column = sample.kind, sample.columns[1]
+    task_kind = task.kind if task is not None else "multiclass"
+    if kind == "label":
+        frame[column] = [spelled[k] for k in decide(task_kind, probs, thresholds)]
+    elif kind == "positive_prob":
+        frame[column] = np.clip(probs[:, 1], PROB_EPS, 1 - PROB_EPS)
+    elif kind == "top_k":
+        frame[column] = [" ".join(spelled[j] for j in row) for row in rank_classes(probs, sample.k)]
+    elif kind == "tags":
+        decided = decide(task_kind, probs, thresholds)
+        decided[np.arange(len(probs)), probs.argmax(1)] |= decided.sum(1) == 0  # an image gets its likeliest tag at least
+        frame[column] = [" ".join(spelled[j] for j in np.flatnonzero(row)) for row in decided]
+    else:  # columns: a column per label, the probability for a score metric, else the 0/1 decision
+        index = {c: j for j, c in enumerate(spelled)}
+        unknown = [c for c in sample.columns[1:] if tag_key(c) not in index]
+        if unknown:
+            raise SubmissionError(f"{sample.path}: label columns {unknown[:5]} are not training labels")
+        scores = task is not None and get_metric(task.metric).input == "scores"
+        values = np.clip(probs, PROB_EPS, 1 - PROB_EPS) if scores else decide(task_kind, probs, thresholds)
+        for c in sample.columns[1:]:
+            frame[c] = values[:, index[tag_key(c)]]
     return frame
 
 
@@ -115,8 +152,13 @@ def read_solution(path: Path, id_column: str, answer_columns: list[str]) -> pd.S
     return pd.Series(true.to_numpy(), index=solution[key].to_numpy())
 
 
-def score_submission(submission: pd.DataFrame, solution_path: Path) -> dict[str, float]:
-    """Leaderboard score: `accuracy` for a label column, multi-class `log_loss` for probability columns."""
+def score_submission(
+    submission: pd.DataFrame, solution_path: Path, task: Task | None = None, sample: SampleSubmission | None = None
+) -> dict[str, float]:
+    """Leaderboard score: by the task's metric (`score_task`), or without a task `accuracy` for a label column,
+    multi-class `log_loss` for probability columns."""
+    if task is not None and sample is not None and not (task.kind == "multiclass" and task.metric in ("accuracy", "log_loss")):
+        return {task.metric: score_task(submission, solution_path, task, sample)}
     id_column, answer_columns = submission.columns[0], list(submission.columns[1:])
     truth = read_solution(solution_path, id_column, answer_columns)
     ids = submission[id_column].astype(str)
@@ -134,6 +176,65 @@ def score_submission(submission: pd.DataFrame, solution_path: Path) -> dict[str,
     return {"log_loss": float(log_loss(true, probs, labels=answer_columns))}
 
 
+def read_truth(path: Path, id_column: str, task: Task) -> pd.Series:
+    """Each test id's true answer in `task`'s labels (tags space-separated), from a solution CSV: an id column
+    and a label (or tag-string) column, or one 0/1 column per label; a `Usage` column is ignored."""
+    solution = pd.read_csv(path, dtype=str, keep_default_na=False)
+    key = id_column if id_column in solution.columns else solution.columns[0]
+    rest = [c for c in solution.columns if c != key and c.lower() != "usage"]
+    label_columns = [c for c in rest if tag_key(c) in task.classes]
+    if task.multilabel and len(label_columns) >= 2:
+        ones = solution[label_columns].apply(lambda col: col.str.strip() == "1").to_numpy()
+        true = [" ".join(tag_key(c) for c, on in zip(label_columns, row) if on) for row in ones]
+    elif len(rest) == 1:
+        true = solution[rest[0]].str.strip().tolist()
+    else:
+        raise SubmissionError(f"{path}: needs an id column and one column of true labels, found {', '.join(solution.columns)}")
+    return pd.Series(true, index=solution[key].to_numpy())
+
+
+def score_task(submission: pd.DataFrame, solution_path: Path, task: Task, sample: SampleSubmission) -> float:
+    """The submission's score by `task.metric` against the solution, read back from its answers as the
+    leaderboard reads them: decisions (labels, tags, 0/1 columns), scores (probabilities) or k ranked labels."""
+    id_column = submission.columns[0]
+    truth = read_truth(solution_path, id_column, task)
+    ids = submission[id_column].astype(str)
+    missing = ids[~ids.isin(truth.index)].tolist()
+    if missing:
+        raise SubmissionError(f"{solution_path}: no true label for {len(missing)} submission id(s), e.g. {missing[:3]}")
+    true_labels = [_as_class(label, task) for label in truth.loc[ids]]
+    unknown = sorted({t for label in true_labels for t in (split_tags(label) if task.multilabel else [label])} - set(task.classes))
+    if unknown:
+        raise SubmissionError(f"{solution_path}: true labels {unknown[:3]} are not training classes")
+    true = encode_labels(task, true_labels)
+    index = {c: j for j, c in enumerate(task.classes)}
+    column = submission[submission.columns[1]].astype(str)
+    kind, k = sample.kind, len(task.classes)
+    if kind == "label":
+        answers = np.array([index[_as_class(v, task)] for v in column])
+    elif kind == "positive_prob":
+        answers = column.astype(float).to_numpy()
+    elif kind == "tags":
+        answers = encode_labels(task, column.tolist())
+    elif kind == "top_k":
+        answers = np.array([[index[_as_class(v, task)] for v in row.split()] + [-1] * (sample.k - len(row.split()))
+                            for row in column])  # fmt: skip
+    else:  # probs, columns: one column per class or label
+        answers = np.zeros((len(submission), k))
+        for c in submission.columns[1:]:
+            answers[:, index[tag_key(c)]] = submission[c].astype(float)
+        if get_metric(task.metric).input == "decisions" and kind == "probs":
+            answers = decide(task.kind, answers)
+    return float(score_answers(task.metric, true, answers, k))
+
+
+def _as_class(label: str, task: Task) -> str:
+    """`label` as the training data spells it: an integer of the sample ('1') is the class '1.0' where that is one."""
+    if label in task.classes or not INTEGRAL_DECIMAL.match(label + ".0"):
+        return label
+    return next((c for c in task.classes if INTEGRAL_DECIMAL.match(c) and c.split(".")[0] == label), label)
+
+
 def render_submission(frame: pd.DataFrame, sample: SampleSubmission, classes: list[str]) -> str:
     """`frame` as the CSV text to upload, once the checker passes it; every writer of a submission goes
     through here, so a file that fails the check is never written."""
@@ -148,22 +249,27 @@ def render_submission(frame: pd.DataFrame, sample: SampleSubmission, classes: li
 def read_reference(
     sample_path: Path | None, paths: Paths = Paths()
 ) -> tuple[SampleSubmission, list[str] | None]:
-    """The sample submission (`sample_path`, or the competition's in `paths.raw`) and the training classes
-    (from `paths.folds`, or else the competition's training labels; None when neither is there)."""
+    """The sample submission (`sample_path`, or the competition's in `paths.raw`), shaped by the competition's
+    task (`task:`, `metric:` in params.yaml), and the training classes (the task's; else from `paths.folds`;
+    None when neither is there)."""
     from kagglecv.data import CompetitionError, read_folds, sort_labels
     from kagglecv.ingest import read_competition
     from kagglecv.params import load_params
+    from kagglecv.tasks import task_of
 
     raw_dir, folds_path = paths.raw, paths.folds
-    competition = None
-    if sample_path is None or not folds_path.exists():
-        layout = load_params(paths.params).data.layout if paths.params.exists() else "auto"
-        try:
-            competition = read_competition(raw_dir, layout, check_images=False)
-        except CompetitionError as err:
-            if sample_path is None:
-                raise SubmissionError(f"no sample submission to check against ({err}); pass --sample FILE") from None
-    sample = read_sample_submission(sample_path or competition.sample_submission)
+    competition, task = None, None
+    params = load_params(paths.params) if paths.params.exists() else None
+    try:
+        competition = read_competition(raw_dir, params.data.layout if params else "auto", check_images=False)
+    except CompetitionError as err:
+        if sample_path is None:
+            raise SubmissionError(f"no sample submission to check against ({err}); pass --sample FILE") from None
+    if competition is not None and params is not None:
+        task = task_of(params, competition)
+    sample = read_sample_submission(sample_path or competition.sample_submission, task)
+    if task is not None:
+        return sample, task.classes
     if folds_path.exists():
         return sample, sort_labels(read_folds(folds_path)["label"].tolist())
     return sample, competition.classes if competition is not None else None
@@ -188,6 +294,11 @@ def print_check(check: SubmissionCheck, path: Path, sample: SampleSubmission, *,
         return 1
     if sample.kind == "probs":
         answers = f"{len(sample.columns) - 1} probabilities summing to 1"
+    elif sample.kind in ("columns", "positive_prob"):
+        answers = f"{len(sample.columns) - 1} number(s) in [0, 1]"
+    elif sample.kind in ("tags", "top_k"):
+        most = f"1 to {sample.k}" if sample.kind == "top_k" else "space-separated"
+        answers = f"{most} labels among the {check.classes} training classes"
     else:
         answers = f"labels among the {check.classes} training classes" if check.classes else "one label each"
     print(f"OK {path}: {check.rows} rows, the {len(sample.ids)} ids of {sample.path}, {answers}")
