@@ -117,7 +117,7 @@ def run_task(kind: str, work: Path, repo: Path, *, n_images: int) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", nargs="+", default=list(KINDS), choices=KINDS)
-    parser.add_argument("--images", type=int, default=5000, help="MNIST digits used (train + hidden test)")
+    parser.add_argument("--images", type=int, default=2000, help="MNIST digits used (train + hidden test)")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args()
     rows = []

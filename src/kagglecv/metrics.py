@@ -29,7 +29,7 @@ from kagglecv.params import ParamsError
 TASKS = ("multiclass", "multilabel", "binary", "ordinal")
 _MAP_AT = re.compile(r"^map@(?P<k>[1-9]\d*)$")
 PROB_EPS = 1e-15
-GRID = np.round(np.arange(0.02, 0.99, 0.02), 2)  # candidate probability thresholds
+GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)  # candidate probability thresholds
 PASSES = 2  # coordinate-ascent sweeps over the thresholds
 
 
