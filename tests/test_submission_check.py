@@ -176,6 +176,7 @@ def test_every_problem_kind_has_a_test() -> None:
     tested = {
         "header", "id_column", "row_count", "duplicate_id", "missing_id", "extra_id", "empty_cell", "unknown_label",
         "label_type", "probability_range", "probability_sum", "not_a_number", "fields", "unreadable",
+        "label_count", "duplicate_label",  # tests/test_tasks.py
     }  # fmt: skip
     assert tested == set(PROBLEM_KINDS)
 
