@@ -32,6 +32,7 @@ def digits() -> tuple[np.ndarray, np.ndarray]:
     return (data.images[:120] * 16).clip(0, 255).astype(np.uint8), data.target[:120]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
 def test_every_task_type_runs_scores_its_metric_and_writes_a_checked_submission(
     kind: str, tmp_path: Path, digits: tuple[np.ndarray, np.ndarray], monkeypatch: pytest.MonkeyPatch
@@ -43,7 +44,7 @@ def test_every_task_type_runs_scores_its_metric_and_writes_a_checked_submission(
     submission = run_pipeline(params, paths)
     task_kind, metric, answer = EXPECTED[kind]
     cv = json.loads(paths.cv_metrics.read_text())["cv"]
-    assert next(iter(cv)) == metric and 0.0 <= cv[metric] <= 1.0
+    assert next(iter(cv)) == metric and -1.0 <= cv[metric] <= 1.0  # kappa may fall below 0
     folds = json.loads(paths.cv_folds_metrics.read_text())["cv"]["folds"]
     assert sorted(folds) == ["0", "1"] and all(metric in f for f in folds.values())
     rule = json.loads(paths.thresholds.read_text())

@@ -121,7 +121,7 @@ class EpochLog:
     seconds: float
     images_per_s: float
     improved: bool
-    valid_metric: float = math.nan  # the competition's metric (untuned thresholds), when `monitor` is metric
+    valid_metric: float = math.nan  # the competition's metric, when `monitor` is metric
 
 
 @dataclass

@@ -23,7 +23,7 @@ from kagglecv.images import channel_stats, with_sizes
 from kagglecv.ingest import read_competition
 from kagglecv.loaders import eval_batches, train_batches
 from kagglecv.losses import inverse_frequency
-from kagglecv.metrics import get_metric, score_probs
+from kagglecv.metrics import get_metric, score_probs, tune_thresholds
 from kagglecv.models import build_model, model_stats, unknown_model
 from kagglecv.params import Params, ParamsError
 from kagglecv.paths import Paths
@@ -85,7 +85,8 @@ def read_training_set(params: Params, paths: Paths) -> tuple[Params, Competition
 
 def resolve_monitor(monitor: str, task: Task) -> str:
     """What early stopping watches: the validation loss for the metrics it tracks (accuracy, log loss) and
-    for a lower-is-better one; otherwise (`auto`, `metric`) the competition's metric."""
+    for a lower-is-better one; otherwise (`auto`, `metric`) the competition's metric, its thresholds tuned on
+    the held-out fold each epoch (a threshold of 0.5 scores F2 0 while every label is still below it)."""
     if monitor not in ("auto", "metric"):
         return monitor
     tracked_by_loss = task.metric in ("accuracy", "log_loss") and monitor == "auto"
@@ -165,7 +166,10 @@ def train_fold(
                             size=params.img_size, device=setup.precision.device)  # fmt: skip
     valid_batches = lambda: Tracked(held_out, f"fold {fold} validation", log=log)  # noqa: E731
     truth = data.labels[valid_rows]
-    score = lambda probs: score_probs(task.metric, task.kind, truth, probs)  # noqa: E731
+
+    def score(probs: np.ndarray) -> float:
+        return score_probs(task.metric, task.kind, truth, probs, tune_thresholds(task.metric, task.kind, truth, probs))
+
     result = fit(trainer, batches, valid_batches, truth, config=config, mean=mean, std=std,
                  resume=saved, on_epoch=epoch_done, score=score)  # fmt: skip
     oof = result.best_probs
