@@ -125,10 +125,14 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             rows.append(run_task(kind, Path(tmp), Path.cwd(), n_images=args.images))
         print(json.dumps(rows[-1]), flush=True)
+    if not args.no_write:
+        write_results(rows)
+
+
+def write_results(rows: list[dict]) -> None:
+    """Replace the rows of the tasks run in `benchmarks/tasks.json` (keeping the others') and the BENCHMARKS.md section."""
     machine = machine_description(select_precision("auto"))
-    rows = [{**r, "date": machine["date"]} for r in rows]
-    if args.no_write:
-        return
+    rows = [{"date": machine["date"], **r} for r in rows]
     kept = json.loads(RESULTS.read_text())["tasks"] if RESULTS.exists() else []
     ran = {r["task"] for r in rows}
     rows = sorted([r for r in kept if r["task"] not in ran] + rows, key=lambda r: KINDS.index(r["task"]))
