@@ -14,7 +14,8 @@ from kagglecv.ingest import read_competition
 from kagglecv.losses import build_loss
 from kagglecv.metrics import MetricError
 from kagglecv.stages.split import make_multilabel_folds
-from kagglecv.submission import make_submission, read_sample_submission, score_submission
+from kagglecv.scoring import score_submission
+from kagglecv.submission import make_submission, read_sample_submission
 from kagglecv.submission_check import check_submission_text
 from kagglecv.tasks import Task, encode_labels, resolve_task
 
@@ -186,3 +187,40 @@ def test_multiclass_submissions_are_as_before(tmp_path: Path) -> None:
     assert frame.equals(plain) and frame["label"].tolist() == ["a", "b", "c"]
     solution = write(tmp_path / "solution.csv", "id,label\nx,a\ny,c\nz,c\n")
     assert score_submission(frame, solution, task, sample) == score_submission(frame, solution) == {"accuracy": 2 / 3}
+
+
+def test_early_stopping_follows_the_competitions_metric() -> None:
+    from kagglecv.fold_training import resolve_monitor
+
+    planet = Task("multilabel", "f2", ["a", "b"], "tags")
+    digits = Task("multiclass", "accuracy", ["0", "1", "2"], "label")
+    assert resolve_monitor("auto", planet) == "metric"
+    assert resolve_monitor("auto", digits) == "valid_loss"  # the shipped recipe's early stopping, unchanged
+    assert resolve_monitor("metric", digits) == "metric"
+    assert resolve_monitor("metric", Task("multiclass", "log_loss", ["0", "1", "2"], "probs")) == "valid_loss"
+    assert resolve_monitor("valid_accuracy", planet) == "valid_accuracy"
+
+
+def test_single_label_options_stop_a_multilabel_task_naming_the_keys() -> None:
+    from kagglecv.fold_training import check_task_params
+    from kagglecv.params import MixupParams, ParamsError
+    from tests.conftest import shipped
+
+    planet = Task("multilabel", "f2", ["a", "b"], "tags")
+    params = shipped(mixup=MixupParams(mixup_alpha=0.2), class_balance="weights", loss="mse")
+    with pytest.raises(ParamsError, match=r"3 problem\(s\):\n  - mixup: 'on' is for single-label tasks; set both mixup"):
+        check_task_params(params, planet)
+    check_task_params(params, Task("multiclass", "accuracy", ["a", "b", "c"], "label"))  # fine for one label
+
+
+def test_check_params_names_an_unknown_or_unfitting_metric(tmp_path: Path) -> None:
+    from kagglecv.params import ParamsError
+    from kagglecv.paths import Paths
+    from kagglecv.stages import check_params
+    from tests.conftest import shipped
+
+    with pytest.raises(ParamsError, match="metric: unknown metric 'auc'; choose one of auto, accuracy"):
+        check_params.run(shipped(metric="auc"), Paths(tmp_path))
+    with pytest.raises(ParamsError, match="metric: qwk does not score a multilabel task"):
+        check_params.run(shipped(metric="qwk", task="multilabel"), Paths(tmp_path))
+    assert check_params.run(shipped(metric="map@5"), Paths(tmp_path)).metric == "map@5"

@@ -9,8 +9,8 @@ in the task's shape: see `kagglecv.submission`), `predictions/test_probs.csv` (a
 probabilities per test id),
 `predictions/test_views.npz` (`probs` (folds, views, N, classes) with `ids`, `classes`, `views`:
 every fold's and view's probabilities, to ensemble across experiments) and
-`metrics/leaderboard.json` (`leaderboard.<metric>` where the competition has a `solution.csv`;
-empty otherwise). The submission passes the submission checker
+`metrics/leaderboard.json` (`leaderboard.<metric>` where the competition has a `solution.csv`,
+scored by `kagglecv.scoring`; empty otherwise). The submission passes the submission checker
 (`kagglecv.submission_check`) before anything is written; one that fails it leaves every previous
 file in place.
 
@@ -44,6 +44,7 @@ from kagglecv.params import Params, ParamsError, load_params
 from kagglecv.paths import Paths
 from kagglecv.progress import Tracked
 from kagglecv.runtime import main_of
+from kagglecv.scoring import score_submission
 from kagglecv.tasks import Task, task_of
 from kagglecv.submission import (
     SubmissionError,
@@ -51,7 +52,6 @@ from kagglecv.submission import (
     make_submission,
     read_sample_submission,
     render_submission,
-    score_submission,
 )
 from kagglecv.transforms import TransformError, build_transforms
 from kagglecv.tta import TTAError, parse_views
