@@ -112,3 +112,11 @@ def test_cross_validation_reports_the_metric_first_per_fold_and_the_rule_for_the
     multiclass = cross_validate("accuracy", "multiclass", truth, probs, fold_of)
     assert list(multiclass.scores) == ["accuracy", "macro_f1", "log_loss"] and multiclass.thresholds == []
     assert multiclass.scores["accuracy"] == round(float((probs.argmax(1) == truth).mean()), 6)
+
+
+def test_a_single_validation_fold_keeps_the_untuned_rule_for_its_cv_figure() -> None:
+    truth = np.array([0, 1, 1, 0])
+    probs = np.array([[0.7, 0.3], [0.6, 0.4], [0.2, 0.8], [0.9, 0.1]])
+    cv = cross_validate("f2", "binary", truth, probs, np.zeros(4, int))
+    assert cv.per_fold["0"]["f2"] == cv.scores["f2"] == round(5 * 1 * 0.5 / (4 * 1 + 0.5), 6)  # 0.5: recall 1/2
+    assert cv.thresholds[0] <= 0.4  # tuned on the fold itself, for the test set: both positives

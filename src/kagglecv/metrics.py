@@ -193,10 +193,14 @@ def cross_fitted_thresholds(
     name: str, task: str, truth: np.ndarray, probs: np.ndarray, fold_of: np.ndarray
 ) -> dict[int, list[float]]:
     """Per fold k, the thresholds tuned on every other fold's out-of-fold probabilities: applied to fold k,
-    they give a CV figure that no threshold has seen."""
-    return {
-        int(k): tune_thresholds(name, task, truth[fold_of != k], probs[fold_of != k]) for k in np.unique(fold_of)
-    }
+    they give a CV figure that no threshold has seen. A single validation fold (a holdout split) has no
+    other fold to tune on and keeps the untuned rule."""
+    out = {}
+    for k in np.unique(fold_of):
+        others = fold_of != k
+        out[int(k)] = tune_thresholds(name, task, truth[others], probs[others]) if others.any() else \
+            default_thresholds(task, probs.shape[1])
+    return out
 
 
 REPORTED = {  # the CV figures per task besides the competition's metric, which comes first
