@@ -45,7 +45,6 @@ from kagglecv.paths import Paths
 from kagglecv.progress import Tracked
 from kagglecv.runtime import main_of
 from kagglecv.scoring import score_submission
-from kagglecv.tasks import Task, task_of
 from kagglecv.submission import (
     SubmissionError,
     class_shift,
@@ -53,6 +52,7 @@ from kagglecv.submission import (
     read_sample_submission,
     render_submission,
 )
+from kagglecv.tasks import Task, task_of
 from kagglecv.transforms import TransformError, build_transforms
 from kagglecv.tta import TTAError, parse_views
 
