@@ -48,6 +48,7 @@ def test_decisions_per_task() -> None:
     assert decide("multiclass", probs).tolist() == [0, 1]
     assert decide("binary", probs, [0.25]).tolist() == [1, 1]
     assert decide("multilabel", probs, [0.5, 0.5]).tolist() == [[1, 0], [0, 1]]
+    assert decide("multilabel", probs, [0.8, 0.8]).tolist() == [[1, 0], [0, 1]]  # none passes: the likeliest
     grades = np.array([[1.0, 0, 0], [0.2, 0.6, 0.2], [0, 0.3, 0.7]])  # expected grades 0, 1, 1.7
     assert decide("ordinal", grades).tolist() == [0, 1, 2]  # cut points 0.5, 1.5
     assert decide("ordinal", grades, [0.5, 1.8]).tolist() == [0, 1, 1]

@@ -5,7 +5,8 @@ A metric takes the true answers and one of three kinds of prediction: scores (pr
 `accuracy`, `macro_f1`, `f2`, `qwk`) or a ranking (the top k classes: `map@K`). `score_probs`
 turns probabilities into what the metric needs, with `decide` applying the thresholds:
 
-- multilabel: one threshold per label (a label is predicted when its probability reaches it);
+- multilabel: one threshold per label (a label is predicted when its probability reaches it; an image
+  with none gets its likeliest label, as every image of these competitions has one);
 - binary: one threshold on the positive class's probability;
 - ordinal: K-1 cut points on the expected grade (sum over grades of grade x probability);
 - multiclass: none (the most probable class).
@@ -139,7 +140,9 @@ def decide(task: str, probs: np.ndarray, thresholds: list[float] | None = None) 
     """Decisions from probabilities (N, K): class indices (N,), or 0/1 (N, K) for multilabel."""
     t = np.asarray(thresholds if thresholds else default_thresholds(task, probs.shape[1]), float)
     if task == "multilabel":
-        return (probs >= t).astype(np.int64)
+        decided = (probs >= t).astype(np.int64)
+        decided[np.arange(len(probs)), probs.argmax(1)] |= decided.sum(1) == 0  # every image its likeliest label at least
+        return decided
     if task == "binary":
         return (probs[:, 1] >= t[0]).astype(np.int64)
     if task == "ordinal":

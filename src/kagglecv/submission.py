@@ -91,9 +91,7 @@ def _answer_columns(
     elif kind == "top_k":
         frame[column] = [" ".join(spelled[j] for j in row) for row in rank_classes(probs, sample.k)]
     elif kind == "tags":
-        decided = decide(task_kind, probs, thresholds)
-        decided[np.arange(len(probs)), probs.argmax(1)] |= decided.sum(1) == 0  # an image gets its likeliest tag at least
-        frame[column] = [" ".join(spelled[j] for j in np.flatnonzero(row)) for row in decided]
+        frame[column] = [" ".join(spelled[j] for j in np.flatnonzero(row)) for row in decide(task_kind, probs, thresholds)]
     else:  # columns: a column per label, the probability for a score metric, else the 0/1 decision
         index = {c: j for j, c in enumerate(spelled)}
         unknown = [c for c in sample.columns[1:] if tag_key(c) not in index]
