@@ -224,3 +224,11 @@ def test_check_params_names_an_unknown_or_unfitting_metric(tmp_path: Path) -> No
     with pytest.raises(ParamsError, match="metric: qwk does not score a multilabel task"):
         check_params.run(shipped(metric="qwk", task="multilabel"), Paths(tmp_path))
     assert check_params.run(shipped(metric="map@5"), Paths(tmp_path)).metric == "map@5"
+
+
+def test_a_certain_sigmoid_in_float32_keeps_the_validation_loss_finite() -> None:
+    from kagglecv.engine import score_probs
+
+    probs = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)  # saturated sigmoids, as float32 holds them
+    loss, accuracy = score_probs(probs, np.array([[1.0, 0.0], [1.0, 1.0]], np.float32))
+    assert np.isfinite(loss) and loss > 1.0 and accuracy == 0.75

@@ -272,7 +272,7 @@ def score_probs(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
     """(cross-entropy, accuracy) of probabilities against integer labels; against 0/1 labels (N, K) the
     mean binary cross-entropy and the share of labels right at 0.5."""
     if labels.ndim == 2:
-        q = np.clip(probs, 1e-15, 1 - 1e-15)
+        q = np.clip(probs.astype(np.float64), 1e-15, 1 - 1e-15)  # float32 rounds 1 - 1e-15 to 1: log(0)
         bce = -(labels * np.log(q) + (1 - labels) * np.log(1 - q)).mean()
         return float(bce), float(((probs >= 0.5) == (labels > 0.5)).mean())
     p = np.clip(probs[np.arange(len(labels)), labels], 1e-15, 1.0)

@@ -60,7 +60,7 @@ def _log_loss(truth: np.ndarray, probs: np.ndarray, num_classes: int) -> float:
     """Multi-class log loss (scikit-learn's; rows renormalised, undoing a CSV's rounding); for several labels
     the mean binary log loss over the columns; for a single positive-class probability the binary one."""
     if truth.ndim == 2:
-        q = np.clip(probs, PROB_EPS, 1 - PROB_EPS)
+        q = np.clip(probs.astype(np.float64), PROB_EPS, 1 - PROB_EPS)  # in float32 1 - 1e-15 is 1
         return float(-np.mean(truth * np.log(q) + (1 - truth) * np.log(1 - q)))
     if probs.ndim == 1:
         probs = np.stack([1 - probs, probs], 1)
