@@ -10,12 +10,12 @@ import pytest
 from sklearn.metrics import log_loss
 
 from kagglecv.params import ParamsError, load_params
+from kagglecv.scoring import score_submission
 from kagglecv.submission import (
     PROB_EPS,
     SubmissionError,
     make_submission,
     read_sample_submission,
-    score_submission,
 )
 
 CLASSES = ["Black-grass", "Loose Silky-bent", "Maize"]

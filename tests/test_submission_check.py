@@ -176,6 +176,7 @@ def test_every_problem_kind_has_a_test() -> None:
     tested = {
         "header", "id_column", "row_count", "duplicate_id", "missing_id", "extra_id", "empty_cell", "unknown_label",
         "label_type", "probability_range", "probability_sum", "not_a_number", "fields", "unreadable",
+        "label_count", "duplicate_label",  # tests/test_tasks.py
     }  # fmt: skip
     assert tested == set(PROBLEM_KINDS)
 
@@ -185,7 +186,7 @@ def test_predict_refuses_a_submission_that_fails_the_check_and_keeps_the_previou
 ) -> None:
     before = snapshot(project)
     make = predict.make_submission
-    monkeypatch.setattr(predict, "make_submission", lambda *args: make(*args).iloc[:-1])  # a row lost
+    monkeypatch.setattr(predict, "make_submission", lambda *args, **kwargs: make(*args, **kwargs).iloc[:-1])  # a row lost
     code, err = run_main(predict, project, capsys)
     assert code == 1
     assert err.startswith("error: the new submission fails its check (2 problem(s)):\n")

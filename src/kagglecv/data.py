@@ -64,6 +64,7 @@ class Competition:
     test_images: ImageSource
     valid_ids: frozenset[str] = frozenset()  # training ids the competition ships as a validation folder
     labels_file: Path | None = None  # the CSV naming the training images and their labels, if any
+    label_columns: tuple[str, ...] = ()  # a labels CSV with one 0/1 column per label: their names (labels are tags)
     unusable_train: dict[int, str] = field(default_factory=dict)  # row -> why, as the layout reader found it
     unusable_test: dict[int, str] = field(default_factory=dict)  # e.g. a sample submission id with no image
     unreferenced: tuple[Path, ...] = ()  # image files no CSV refers to

@@ -96,7 +96,7 @@ class FitConfig:
     ema: bool
     ema_decay: float
     patience: int
-    monitor: str  # valid_loss | valid_accuracy
+    monitor: str  # valid_loss | valid_accuracy | metric; auto, unresolved for a task (fold_training.resolve_monitor): the loss
     compile: bool
 
 
@@ -121,6 +121,7 @@ class EpochLog:
     seconds: float
     images_per_s: float
     improved: bool
+    valid_metric: float = math.nan  # the competition's metric, when `monitor` is metric
 
 
 @dataclass
@@ -144,6 +145,7 @@ class Trainer:
     scaler: torch.amp.GradScaler | None = None
     ema: torch.nn.Module | None = None  # timm's ModelEmaV3
     mixup: Callable | None = None  # timm's Mixup: (x, y) -> (x, soft targets (B, K))
+    multilabel: bool = False  # sigmoid per label, 0/1 targets (B, K); else softmax over classes
     clip_grad: float = 0.0
     accumulate: int = 1
     step: int = 0  # optimiser updates so far
@@ -228,7 +230,8 @@ def train_one_epoch(trainer: Trainer, batches: Batches, *, mean: torch.Tensor, s
         (trainer.scaler.scale(scaled) if trainer.scaler is not None else scaled).backward()
         if (i + 1) % trainer.accumulate == 0 or i + 1 == n_batches:
             trainer.optimizer_step()
-        stats += torch.stack([loss.detach().double() * len(y), (logits.argmax(1) == y).sum().double(),
+        correct = ((logits > 0) == (y > 0.5)).double().mean(1).sum() if trainer.multilabel else (logits.argmax(1) == y).sum()
+        stats += torch.stack([loss.detach().double() * len(y), correct.double(),
                               torch.tensor(len(y), device=device, dtype=torch.float64)])  # fmt: skip
     loss_sum, correct, seen = trainer.all_reduce(stats).tolist()
     return loss_sum / max(seen, 1), correct / max(seen, 1), int(seen)
@@ -237,9 +240,10 @@ def train_one_epoch(trainer: Trainer, batches: Batches, *, mean: torch.Tensor, s
 @torch.no_grad()
 def predict_views(
     model: torch.nn.Module, batches: Batches, *, precision: Precision, mean: torch.Tensor, std: torch.Tensor,
-    views: list[str] = (IDENTITY,),
+    views: list[str] = (IDENTITY,), multilabel: bool = False,
 ) -> np.ndarray:  # fmt: skip
-    """Softmax probabilities (V, N, num_classes), float32, per view of `views`, in the order of `batches`."""
+    """Probabilities (V, N, num_classes), float32, per view of `views`, in the order of `batches`: softmax over
+    the classes, or with `multilabel` a sigmoid per label."""
     model.eval()
     out: np.ndarray | None = None  # (V, capacity, K), allocated once: no small long-lived buffers between batches
     n = 0
@@ -250,28 +254,34 @@ def predict_views(
                 logits = model(apply_view(x, view))
             if out is None:  # every batch is at most this large, and there are len(batches) of them
                 out = np.empty((len(views), len(batches) * len(x), logits.shape[1]), np.float32)
-            out[v, n : n + len(x)] = torch.softmax(logits.float(), dim=1).cpu().numpy()
+            probs = torch.sigmoid(logits.float()) if multilabel else torch.softmax(logits.float(), dim=1)
+            out[v, n : n + len(x)] = probs.cpu().numpy()
         n += len(x)
     return out[:, :n].copy() if out is not None else np.zeros((len(views), 0, 0), np.float32)
 
 
 def predict_probs(
     model: torch.nn.Module, batches: Batches, *, precision: Precision, mean: torch.Tensor, std: torch.Tensor,
-    views: list[str] = (IDENTITY,),
+    views: list[str] = (IDENTITY,), multilabel: bool = False,
 ) -> np.ndarray:  # fmt: skip
-    """Softmax probabilities (N, num_classes) averaged over `views`."""
-    return predict_views(model, batches, precision=precision, mean=mean, std=std, views=views).mean(0)
+    """Probabilities (N, num_classes) averaged over `views` (see `predict_views`)."""
+    return predict_views(model, batches, precision=precision, mean=mean, std=std, views=views, multilabel=multilabel).mean(0)
 
 
 def score_probs(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-    """(cross-entropy, accuracy) of probabilities against integer labels."""
+    """(cross-entropy, accuracy) of probabilities against integer labels; against 0/1 labels (N, K) the
+    mean binary cross-entropy and the share of labels right at 0.5."""
+    if labels.ndim == 2:
+        q = np.clip(probs.astype(np.float64), 1e-15, 1 - 1e-15)  # float32 rounds 1 - 1e-15 to 1: log(0)
+        bce = -(labels * np.log(q) + (1 - labels) * np.log(1 - q)).mean()
+        return float(bce), float(((probs >= 0.5) == (labels > 0.5)).mean())
     p = np.clip(probs[np.arange(len(labels)), labels], 1e-15, 1.0)
     return float(-np.log(p).mean()), float((probs.argmax(1) == labels).mean())
 
 
 def build_trainer(
     model: torch.nn.Module, *, config: FitConfig, precision: Precision, steps_per_epoch: int, num_classes: int,
-    class_weights: torch.Tensor | None = None,
+    class_weights: torch.Tensor | None = None, multilabel: bool = False,
 ) -> Trainer:  # fmt: skip
     """Optimiser, schedule, loss, scaler, EMA and mixup for `model`, moved to the device."""
     model.to(precision.device, memory_format=torch.channels_last if precision.channels_last else torch.preserve_format)
@@ -281,14 +291,14 @@ def build_trainer(
     schedule = LrSchedule(
         optimizer, name=config.scheduler, epochs=config.epochs, steps_per_epoch=updates,
         warmup_epochs=config.warmup_epochs, decay_epochs=config.decay_epochs, decay_rate=config.decay_rate,
-        plateau_mode="min" if config.monitor == "valid_loss" else "max",
+        plateau_mode="min" if config.monitor in ("valid_loss", "auto") else "max",  # accuracy, metric: higher is better
     )  # fmt: skip
     mixup = build_mixup(mixup_alpha=config.mixup_alpha, cutmix_alpha=config.cutmix_alpha, prob=config.mixup_prob,
                         switch_prob=config.mixup_switch_prob, label_smoothing=config.label_smoothing,
                         num_classes=num_classes)  # fmt: skip
     loss_fn = build_loss(
         name=config.loss, label_smoothing=0.0 if mixup else config.label_smoothing,  # mixup smooths its targets
-        focal_gamma=config.focal_gamma,
+        focal_gamma=config.focal_gamma, multilabel=multilabel,
         class_weights=None if class_weights is None else class_weights.float().to(precision.device),
     )  # fmt: skip
     ema = build_ema(model, decay=config.ema_decay) if config.ema else None
@@ -296,7 +306,7 @@ def build_trainer(
         model.compile()  # in place, so state_dict keys stay those of the plain model
     scaler = torch.amp.GradScaler(precision.device.type) if precision.needs_scaler else None
     return Trainer(model, optimizer, schedule, loss_fn.to(precision.device), precision, scaler, ema, mixup,
-                   config.clip_grad, config.accumulate)  # fmt: skip
+                   multilabel, config.clip_grad, config.accumulate)  # fmt: skip
 
 
 def fit(
@@ -310,14 +320,18 @@ def fit(
     std: torch.Tensor,
     resume: dict | None = None,
     on_epoch: Callable[[EpochLog, Callable[[], dict]], None] = lambda log, state: None,
+    score: Callable[[np.ndarray], float] | None = None,
 ) -> FitResult:
     """Train with early stopping on the held-out fold; keep the best epoch's weights and probabilities.
 
     `train_batches(epoch)` gives that epoch's shuffled, augmented batches; `valid_batches()` the
     held-out fold in a fixed order matching `valid_labels`. `resume` is a `snapshot` to continue
-    from; `on_epoch(log, state)` is called after every epoch, `state()` giving that snapshot.
+    from; `on_epoch(log, state)` is called after every epoch, `state()` giving that snapshot. With
+    `monitor: metric`, `score(probs)` is the competition's metric of the held-out probabilities, higher better.
     """
-    stopper = EarlyStopping(patience=config.patience, mode="min" if config.monitor == "valid_loss" else "max")
+    if config.monitor == "metric" and score is None:
+        raise ValueError("monitor: metric needs a score function")
+    stopper = EarlyStopping(patience=config.patience, mode="min" if config.monitor in ("valid_loss", "auto") else "max")
     history, start = [], 0
     if resume:
         entries, start = restore(trainer, stopper, resume)
@@ -329,18 +343,20 @@ def fit(
         begin = time.perf_counter()
         train_loss, train_acc, seen = train_one_epoch(trainer, train_batches(epoch), mean=mean, std=std)
         seconds = time.perf_counter() - begin
-        probs = predict_probs(trainer.eval_model, valid_batches(), precision=precision, mean=mean, std=std)
+        probs = predict_probs(trainer.eval_model, valid_batches(), precision=precision, mean=mean, std=std,
+                              multilabel=trainer.multilabel)  # fmt: skip
         valid_loss, valid_acc = score_probs(probs, valid_labels)
+        valid_metric = score(probs) if config.monitor == "metric" else math.nan
         if not math.isfinite(valid_loss):
             raise TrainingDiverged(
                 f"the validation loss became {valid_loss} in epoch {epoch + 1}: lower lr, or set amp: off if it is on"
             )
-        value = valid_loss if config.monitor == "valid_loss" else valid_acc
+        value = {"valid_loss": valid_loss, "auto": valid_loss, "valid_accuracy": valid_acc, "metric": valid_metric}[config.monitor]
         improved = stopper.update(value, epoch, trainer.eval_model.state_dict(), probs)
         trainer.schedule.after_epoch(epoch + 1, value)
         log = EpochLog(
             epoch, train_loss, train_acc, valid_loss, valid_acc, trainer.optimizer.param_groups[0]["lr"],
-            seconds, seen / seconds, improved,
+            seconds, seen / seconds, improved, valid_metric,
         )  # fmt: skip
         history.append(log)
         on_epoch(log, lambda: snapshot(trainer, stopper, [dataclasses.asdict(h) for h in history], epoch + 1))

@@ -23,12 +23,14 @@ from kagglecv.images import channel_stats, with_sizes
 from kagglecv.ingest import read_competition
 from kagglecv.loaders import eval_batches, train_batches
 from kagglecv.losses import inverse_frequency
+from kagglecv.metrics import get_metric, score_probs, tune_thresholds
 from kagglecv.models import build_model, model_stats, unknown_model
 from kagglecv.params import Params, ParamsError
 from kagglecv.paths import Paths
 from kagglecv.progress import Tracked
 from kagglecv.resume import ResumeStore
 from kagglecv.runtime import seed_everything
+from kagglecv.tasks import Task, encode_labels, task_of
 from kagglecv.transforms import build_transforms, resolve_augment, spec_problems
 from kagglecv.tta import IDENTITY, parse_views
 
@@ -38,8 +40,9 @@ log = logging.getLogger("kagglecv.train")
 @dataclass(frozen=True)
 class FoldData:
     images: np.ndarray  # uint8 (N, S, S, C) at the cache side S, usually memory-mapped: never copied whole
-    labels: np.ndarray  # int (N,)
+    labels: np.ndarray  # int (N,) class indices, or float32 (N, K) 0/1 rows for a multilabel task
     fold_of: np.ndarray  # int (N,): each image's validation fold
+    task: Task  # what the labels mean, and the metric the folds are scored by
     train_images: np.ndarray | torch.Tensor | None = None  # what the tensor path gathers from (None: `images`)
 
 
@@ -67,16 +70,45 @@ def check_names(params: Params) -> None:
 def read_training_set(params: Params, paths: Paths) -> tuple[Params, Competition, FoldData]:
     """The training images (at the cache side, memory-mapped), their class indices and the folds of
     `paths.folds`, which must list the competition's training ids; and `params` with `img_size` and
-    `cache_size` resolved from the images."""
+    `cache_size` resolved from the images and `monitor` from the task (`resolve_monitor`)."""
     competition = read_competition(paths.raw, params.data.layout, labels_file=params.data.labels_file,
                                    max_megapixels=params.data.max_megapixels)  # fmt: skip
     folds = read_folds(paths.folds)
     if folds["id"].tolist() != competition.train_ids:
         raise CompetitionError(f"{paths.folds} does not match {paths.raw}: run 'dvc repro split' again")
-    labels = np.array([competition.classes.index(label) for label in competition.train_labels])
-    params = with_sizes(params, competition.train_images)
+    task = task_of(params, competition)
+    check_task_params(params, task)
+    labels = encode_labels(task, competition.train_labels)
+    params = dataclasses.replace(with_sizes(params, competition.train_images), monitor=resolve_monitor(params.monitor, task))
     images = competition.train_images.load(img_size=params.cache_size, channels=params.data.channels)
-    return params, competition, FoldData(images, labels, folds["fold"].to_numpy())
+    return params, competition, FoldData(images, labels, folds["fold"].to_numpy(), task)
+
+
+def resolve_monitor(monitor: str, task: Task) -> str:
+    """What early stopping watches: the validation loss for the metrics it tracks (accuracy, log loss) and
+    for a lower-is-better one; otherwise (`auto`, `metric`) the competition's metric, its thresholds tuned on
+    the held-out fold each epoch (a threshold of 0.5 scores F2 0 while every label is still below it)."""
+    if monitor not in ("auto", "metric"):
+        return monitor
+    tracked_by_loss = task.metric in ("accuracy", "log_loss") and monitor == "auto"
+    return "valid_loss" if tracked_by_loss or not get_metric(task.metric).higher_is_better else "metric"
+
+
+def check_task_params(params: Params, task: Task) -> None:
+    """The training options a multilabel task (a sigmoid per label) cannot use."""
+    if not task.multilabel:
+        return
+    problems = [
+        f"{key}: {value!r} is for single-label tasks; {fix} for this multilabel one"
+        for key, value, off, fix in (
+            ("mixup", "on", not params.mixup.enabled, "set both mixup alphas to 0.0"),
+            ("class_balance", params.class_balance, params.class_balance == "none", "set class_balance: none"),
+            ("loss", params.loss, params.loss != "mse", "use cross_entropy (binary) or focal"),
+        )
+        if not off
+    ]  # fmt: skip
+    if problems:
+        raise ParamsError(f"params.yaml has {len(problems)} problem(s):\n" + "\n".join(f"  - {p}" for p in problems))
 
 
 def make_setup(params: Params, images: np.ndarray, num_classes: int) -> TrainSetup:
@@ -109,7 +141,7 @@ def train_fold(
         return saved
     seed_everything(params.seed + fold)
     train_rows, valid_rows = np.flatnonzero(data.fold_of != fold), np.flatnonzero(data.fold_of == fold)
-    num_classes = int(data.labels.max()) + 1
+    num_classes, task = len(data.task.classes), data.task
     model = build_model(name=params.model, num_classes=num_classes, in_chans=data.images.shape[-1],
                         img_size=params.img_size, pretrained=params.pretrained)  # fmt: skip
     epoch_batches = _train_batches(params, data, train_rows, fold, num_classes, setup.precision.device)
@@ -117,7 +149,8 @@ def train_fold(
     weights = inverse_frequency(data.labels[train_rows], num_classes) if params.class_balance == "weights" else None
     config = fit_config(params)
     trainer = build_trainer(model, config=config, precision=setup.precision, steps_per_epoch=len(batches(0)),
-                            num_classes=num_classes, class_weights=None if weights is None else torch.from_numpy(weights))  # fmt: skip
+                            num_classes=num_classes, class_weights=None if weights is None else torch.from_numpy(weights),
+                            multilabel=task.multilabel)  # fmt: skip
     distributed.wrap(trainer)
     if saved is not None:
         log.info("fold %d: resuming after epoch %d of an interrupted run", fold, saved["epochs_done"])
@@ -133,11 +166,17 @@ def train_fold(
     held_out = eval_batches(data.images, rows=valid_rows, batch_size=params.batch_size, transform=setup.test_transform,
                             size=params.img_size, device=setup.precision.device)  # fmt: skip
     valid_batches = lambda: Tracked(held_out, f"fold {fold} validation", log=log)  # noqa: E731
-    result = fit(trainer, batches, valid_batches, data.labels[valid_rows], config=config, mean=mean, std=std,
-                 resume=saved, on_epoch=epoch_done)  # fmt: skip
+    truth = data.labels[valid_rows]
+
+    def score(probs: np.ndarray) -> float:
+        return score_probs(task.metric, task.kind, truth, probs, tune_thresholds(task.metric, task.kind, truth, probs))
+
+    result = fit(trainer, batches, valid_batches, truth, config=config, mean=mean, std=std,
+                 resume=saved, on_epoch=epoch_done, score=score)  # fmt: skip
     oof = result.best_probs
     if setup.views != [IDENTITY]:
-        oof = predict_probs(result.model, valid_batches(), precision=setup.precision, mean=mean, std=std, views=setup.views)
+        oof = predict_probs(result.model, valid_batches(), precision=setup.precision, mean=mean, std=std,
+                            views=setup.views, multilabel=task.multilabel)  # fmt: skip
     done = {
         "finished": True, "best_epoch": result.best_epoch, "best_state": result.best_state, "oof_probs": oof,
         "history": [dataclasses.asdict(h) for h in result.history],

@@ -155,6 +155,11 @@ def _is_empty(label: object) -> bool:
     return label is None or (isinstance(label, float) and math.isnan(label)) or not str(label).strip()
 
 
+def _is_column(label: str, columns: list[str], column_tags: set[str]) -> bool:
+    """A class named by a column of the sample submission, or tags each named by one."""
+    return label in columns or set(label.split()) <= column_tags
+
+
 def _file(competition: Competition, path: Path) -> str:
     return path.relative_to(competition.root).as_posix() if path.is_relative_to(competition.root) else str(path)
 
@@ -168,6 +173,7 @@ def _train_problems(competition: Competition, check_images: bool, max_pixels: in
     for image_id, label in zip(c.train_ids, c.train_labels):
         labels_of.setdefault(image_id, set()).add(str(label))
     sample_columns = list(pd.read_csv(c.sample_submission, nrows=0).columns)
+    column_tags = {"_".join(name.split()) for name in sample_columns[1:]}  # as kagglecv.layouts.tags_of spells them
     seen: set[str] = set()
     for i, (image_id, label) in enumerate(zip(c.train_ids, c.train_labels)):
         if i in found:
@@ -178,7 +184,7 @@ def _train_problems(competition: Competition, check_images: bool, max_pixels: in
             found[i] = (listing, f"id {image_id!r} appears more than once; the first row is kept")
         elif _is_empty(label):
             found[i] = (listing, "empty label")
-        elif len(sample_columns) > 2 and str(label) not in sample_columns[1:]:
+        elif len(sample_columns) > 2 and not _is_column(str(label), sample_columns[1:], column_tags):
             found[i] = (listing, f"label {label!r} is not a column of {c.sample_submission.name}")
         seen.add(image_id)
     if check_images:

@@ -38,7 +38,7 @@ from kagglecv.images import ArrayImages, FileImages
 TRAIN_DIRS = ("train", "training", "images")
 VALID_DIRS = ("valid", "validation")
 ID_COLUMNS = ("id", "imageid", "image_id")  # besides the sample submission's own id column, any case
-LABEL_COLUMNS = ("label", "labels", "class", "category", "breed", "species", "target")
+LABEL_COLUMNS = ("label", "labels", "class", "category", "breed", "species", "target", "tags")
 _LABEL_IN_NAME = re.compile(r"^(?P<label>.+)_(?P<n>\d+)$")  # <label>_<n>, the stem of e.g. 3_127.jpg
 
 log = logging.getLogger("kagglecv.layouts")
@@ -217,7 +217,8 @@ def label_score(frame: pd.DataFrame, answers: list[str]) -> tuple[tuple[int, int
         values = frame[column][frame[column].str.strip() != ""]
         if values.empty:
             continue
-        answer = str(column).lower() in lowered if len(answers) == 1 else set(values) <= set(answers)
+        named = str(column).lower() in lowered  # the answer column, or one of the sample's per-label columns
+        answer = named if len(answers) == 1 else named or set(values) <= set(answers)
         text = pd.to_numeric(values, errors="coerce").isna().any()
         few = values.nunique() <= max(2, len(values) // 2)
         score = (int(answer), int(str(column).lower() in LABEL_COLUMNS), int(text), int(few))
@@ -263,6 +264,21 @@ def find_labels_csv(root: Path, keys: dict[str, Path], labels_file: str = "") ->
     return ranked[0][2]
 
 
+def binary_columns(frame: pd.DataFrame) -> tuple[str, ...]:
+    """The answer columns when there are several and each holds only 0 and 1 (one column per label); else ()."""
+    answers = list(frame.columns[1:])
+    if len(answers) < 2 or not all(set(frame[c].str.strip()) <= {"0", "1"} for c in answers):
+        return ()
+    return tuple(answers)
+
+
+def tags_of(frame: pd.DataFrame, columns: tuple[str, ...]) -> list[str]:
+    """Each row's labels as space-separated tags: the columns holding 1, whitespace in a name as underscores."""
+    names = ["_".join(c.split()) for c in columns]
+    ones = frame[list(columns)].apply(lambda col: col.str.strip() == "1").to_numpy()
+    return [" ".join(n for n, on in zip(names, row) if on) for row in ones]
+
+
 def read_labels_csv(root: Path, labels_file: str = "") -> Competition:
     """`train/` (or `images/`) and a CSV of id (file name with or without extension) -> label: `labels_file`,
     or the one `find_labels_csv` finds."""
@@ -276,20 +292,23 @@ def read_labels_csv(root: Path, labels_file: str = "") -> Competition:
     frame = pd.read_csv(labels_path, dtype=str, keep_default_na=False)
     if frame.shape[1] < 2:
         raise CompetitionError(f"{labels_path}: needs an id column and a label column")
-    label_column = label_score(frame, _answer_columns(root))[1]
+    named = [c for c in frame.columns[1:] if c.lower() in LABEL_COLUMNS]
+    label_columns = () if named else binary_columns(frame)  # one 0/1 column per label: multi-label tags
+    labels = tags_of(frame, label_columns) if label_columns else frame[label_score(frame, _answer_columns(root))[1]].tolist()
     ids = frame.iloc[:, 0].tolist()
     paths, missing = _match(ids, keys, image_dir)
     test = _test_part(root, image_dir)
     return Competition(
         root=root,
         train_ids=ids,
-        train_labels=frame[label_column].tolist(),
+        train_labels=labels,
         test_ids=test.ids,
         sample_submission=test.sample,
         solution=_solution(root),
         train_images=FileImages(tuple(paths), _cache_dir(root)),
         test_images=test.images,
         labels_file=labels_path,
+        label_columns=label_columns,
         unusable_train=missing,
         unusable_test=test.missing,
         unreferenced=_unused(list_images(image_dir), paths + list(test.images.paths)) + test.unused,

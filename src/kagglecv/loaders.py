@@ -1,4 +1,5 @@
-"""Batches for the engine: uint8 images (B, C, H, W) and int64 labels, gathered a batch at a time.
+"""Batches for the engine: uint8 images (B, C, H, W) and labels (int64 classes, or float32 0/1 rows (B, K) for
+a multilabel task), gathered a batch at a time.
 
 The images arrive as one uint8 array (N, H, W, C), usually the memory-mapped decode cache
 (`kagglecv.images`), with the row indices a loader covers; no loader copies the set. Two paths,
@@ -63,8 +64,19 @@ class ImageDataset(torch.utils.data.Dataset):
         if self.size is not None and image.shape[:2] != (self.size, self.size):
             channels = image.shape[2]
             image = cv2.resize(image, (self.size, self.size), interpolation=cv2.INTER_AREA).reshape(self.size, self.size, channels)
-        label = -1 if self.labels is None else int(self.labels[i])
+        label = -1 if self.labels is None else as_label(self.labels[i])
         return torch.from_numpy(np.array(image.transpose(2, 0, 1))), label  # (H, W, C) -> (C, H, W), a writable copy
+
+
+def as_label(label: np.ndarray | np.integer) -> int | torch.Tensor:
+    """One image's label: a class index, or its 0/1 row (K,) float32 for a multilabel task."""
+    return torch.from_numpy(np.asarray(label, np.float32)) if np.ndim(label) else int(label)
+
+
+def label_tensor(labels: np.ndarray) -> torch.Tensor:
+    """Class indices (N,) as int64; 0/1 rows (N, K) of a multilabel task as float32."""
+    labels = np.asarray(labels)
+    return torch.tensor(labels, dtype=torch.float32 if labels.ndim == 2 else torch.int64)
 
 
 def epoch_seed(seed: int, fold: int, epoch: int) -> int:
@@ -106,7 +118,7 @@ class TensorBatches:
         drop_last: bool = False,
         device: torch.device | str = "cpu",
     ) -> None:
-        self.images, self.labels = images, torch.tensor(np.asarray(labels), dtype=torch.int64)
+        self.images, self.labels = images, label_tensor(labels)
         self.rows = np.arange(len(images)) if rows is None else np.asarray(rows, dtype=np.int64)
         self.batch_size, self.seed, self.augment, self.prepare = batch_size, seed, augment, prepare
         self.size, self.drop_last, self.device = size, drop_last, device

@@ -1,4 +1,6 @@
-"""Losses by name, for integer labels (B,) or the soft targets (B, K) that mixup produces.
+"""Losses by name, for integer labels (B,) or the soft targets (B, K) that mixup produces; for a
+multilabel task, for 0/1 targets (B, K) of a sigmoid per label (binary cross-entropy, or torchvision's
+sigmoid focal loss).
 
 Cross-entropy is torch's own (it takes class weights, label smoothing and soft targets). Focal
 loss and mean-squared error on the softmax output have no multi-class version in torch or timm,
@@ -12,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from timm.data import Mixup
 from torch import nn
+from torchvision.ops import sigmoid_focal_loss
 
 LOSSES = ("cross_entropy", "focal", "mse")
 
@@ -58,10 +61,30 @@ class SoftmaxMSELoss(nn.Module):
         return terms.sum(1).mean()
 
 
+class MultilabelLoss(nn.Module):
+    """Per-label sigmoid losses on 0/1 targets (B, K), smoothed towards 0.5: binary cross-entropy, or the
+    focal loss of Lin et al. (torchvision's, gamma `focal_gamma`, no alpha balancing)."""
+
+    def __init__(self, name: str, focal_gamma: float, label_smoothing: float) -> None:
+        super().__init__()
+        if name not in ("cross_entropy", "focal"):
+            raise ValueError(f"loss: {name} has no multilabel form; use cross_entropy (binary) or focal")
+        self.name, self.gamma, self.label_smoothing = name, focal_gamma, label_smoothing
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        t = target.float() * (1.0 - self.label_smoothing) + self.label_smoothing / 2
+        if self.name == "focal":
+            return sigmoid_focal_loss(logits.float(), t, alpha=-1, gamma=self.gamma, reduction="mean")
+        return F.binary_cross_entropy_with_logits(logits.float(), t)
+
+
 def build_loss(
-    *, name: str, label_smoothing: float = 0.0, focal_gamma: float = 2.0, class_weights: torch.Tensor | None = None
-) -> nn.Module:
-    """`loss:` from params; `class_weights` (K,) up-weights rare classes."""
+    *, name: str, label_smoothing: float = 0.0, focal_gamma: float = 2.0, class_weights: torch.Tensor | None = None,
+    multilabel: bool = False,
+) -> nn.Module:  # fmt: skip
+    """`loss:` from params; `class_weights` (K,) up-weights rare classes (single-label only)."""
+    if multilabel:
+        return MultilabelLoss(name, focal_gamma, label_smoothing)
     if name == "cross_entropy":
         return nn.CrossEntropyLoss(weight=class_weights, label_smoothing=label_smoothing)
     if name == "focal":

@@ -131,7 +131,7 @@ def cycle_batches(batches: Callable[[int], object]) -> Iterator:
 def run(params: Params, paths: Paths = Paths(), *, steps: int = 100, start_lr: float = 1e-7, end_lr: float = 10.0) -> LrFind:
     """The range test on fold 0's training images; draws the curve at `paths.lr_find_plot`."""
     params, competition, data = read_training_set(params, paths)
-    classes, images, labels = competition.classes, data.images, data.labels
+    classes, images, labels = data.task.classes, data.images, data.labels
     train = np.flatnonzero(data.fold_of != 0)  # fold 0's training part (a holdout split's train-only rows too)
     setup = make_setup(params, images, len(classes))
     seed_everything(params.seed)  # fold 0's initialisation, as the train stage draws it
@@ -145,7 +145,7 @@ def run(params: Params, paths: Paths = Paths(), *, steps: int = 100, start_lr: f
                             batch_size=params.batch_size, seed=params.seed, fold=0, size=params.img_size,
                             num_workers=params.num_workers, loader=params.loader, device=setup.precision.device)  # fmt: skip
     trainer = build_trainer(model, config=config, precision=setup.precision, steps_per_epoch=len(batches(0)),
-                            num_classes=len(classes), class_weights=weights)  # fmt: skip
+                            num_classes=len(classes), class_weights=weights, multilabel=data.task.multilabel)  # fmt: skip
     result = sweep(trainer, cycle_batches(batches), lr_steps(start_lr, end_lr, steps),
                    mean=torch.tensor(setup.mean), std=torch.tensor(setup.std))  # fmt: skip
     write_plot(paths.lr_find_plot, result)

@@ -80,6 +80,8 @@ class Params:
     Every default is the value params.yaml ships, so a key left out of the file means the shipped recipe."""
 
     seed: int = 42
+    task: Literal["auto", "multiclass", "multilabel", "binary", "ordinal"] = "auto"  # auto: from the labels
+    metric: str = "auto"  # the competition's metric (kagglecv.metrics); auto: the task's natural one
     n_folds: int = field(default=5, metadata=_range(ge=2))
     model: str = "kcv_cnn"
     pretrained: str = ""  # "": random init; "timm": timm's local cache, offline; else a weights file
@@ -107,7 +109,7 @@ class Params:
     accumulate: int = field(default=1, metadata=_range(ge=1))  # batches per optimiser step
     ema: EmaParams = EmaParams()
     patience: int = field(default=6, metadata=_range(ge=0))  # epochs without improvement
-    monitor: Literal["valid_loss", "valid_accuracy"] = "valid_loss"
+    monitor: Literal["auto", "valid_loss", "valid_accuracy", "metric"] = "auto"  # auto: see kagglecv.tasks
     amp: Literal["auto", "on", "off", "bf16", "fp16"] = "auto"  # auto: on with CUDA, off on CPU
     channels_last: bool = True
     compile: bool = False  # torch.compile the model

@@ -95,6 +95,10 @@ class Paths:
         return self.root / "submissions/submission.csv"
 
     @property
+    def thresholds(self) -> Path:
+        return self.root / "predictions/thresholds.json"
+
+    @property
     def test_probs(self) -> Path:
         return self.root / "predictions/test_probs.csv"
 

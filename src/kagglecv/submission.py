@@ -1,8 +1,10 @@
 """Submissions shaped by the competition's own sample submission, checked, and scored like a leaderboard.
 
-The sample submission decides everything: the id column's name, the ids' text and order,
-whether the answer is one label column or one probability column per class, and the labels' type:
-against a sample whose labels are integers, a label the training files wrote as 1.0 is written 1.
+The sample submission decides the id column's name, the ids' text and order and the labels' type
+(against a sample whose labels are integers, a label the training files wrote as 1.0 is written
+1); the sample and the task together (`kagglecv.tasks.Task.answer`) the answers' shape: a label, a
+probability column per class, space-separated tags, a column per label, the positive class's
+probability, or the k most likely classes. Decisions apply the thresholds `evaluate` tuned.
 
 `python -m kagglecv.submission check FILE [--sample S]` (or `kagglecv-check FILE`) checks a
 submission file against the sample submission, listing every problem, one line each; `predict`
@@ -18,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import accuracy_score, log_loss
 
+from kagglecv.metrics import decide, get_metric, rank_classes
 from kagglecv.paths import Paths
 from kagglecv.submission_check import (
     INTEGRAL_DECIMAL,
@@ -28,6 +30,7 @@ from kagglecv.submission_check import (
     check_submission,
     check_submission_text,
 )
+from kagglecv.tasks import Task, tag_key
 
 PROB_EPS = 1e-15  # log-loss competitions clip to [eps, 1 - eps]
 SHIFT_FLOOR = 0.1  # a total variation distance of predicted class shares below this is never implausible
@@ -38,28 +41,32 @@ class SubmissionError(ValueError):
     """The submission cannot match the sample submission; the message says why."""
 
 
-def read_sample_submission(path: Path) -> SampleSubmission:
+def read_sample_submission(path: Path, task: Task | None = None) -> SampleSubmission:
+    """The sample submission; its answers' shape is the task's (`task.answer`), or else read from its columns."""
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     if frame.shape[1] < 2:
         raise SubmissionError(f"{path}: a sample submission needs an id column and at least one answer column")
     answers = tuple(frame.iloc[:, 1].str.strip())
-    return SampleSubmission(path=path, columns=list(frame.columns), ids=frame.iloc[:, 0].tolist(), answers=answers)
+    shape = {"answer": task.answer, "k": task.k} if task is not None else {}
+    return SampleSubmission(path=path, columns=list(frame.columns), ids=frame.iloc[:, 0].tolist(), answers=answers,
+                            **shape)  # fmt: skip
 
 
 def make_submission(
-    sample: SampleSubmission, test_ids: list[str], probs: np.ndarray, classes: list[str]
-) -> pd.DataFrame:
-    """The submission frame for `probs` (N, num_classes) of `test_ids`, in the sample's ids and order."""
+    sample: SampleSubmission, test_ids: list[str], probs: np.ndarray, classes: list[str], *,
+    task: Task | None = None, thresholds: list[float] | None = None,
+) -> pd.DataFrame:  # fmt: skip
+    """The submission frame for `probs` (N, num_classes) of `test_ids`, in the sample's ids and order and the
+    answers' shape `sample.kind`; decisions by `task` (multiclass when None) with `thresholds`."""
     position = {test_id: i for i, test_id in enumerate(test_ids)}
     missing = [i for i in sample.ids if i not in position]
     if missing:
         raise SubmissionError(f"{sample.path}: {len(missing)} ids have no test image, e.g. {missing[:3]}")
     probs = probs[[position[i] for i in sample.ids]]
     frame = pd.DataFrame({sample.id_column: sample.ids})
-    if sample.kind == "label":
-        spelled = [_like_sample(c, sample) for c in classes]
-        frame[sample.columns[1]] = [spelled[k] for k in probs.argmax(1)]
-        return frame
+    kind, spelled = sample.kind, [_like_sample(c, sample) for c in classes]
+    if kind != "probs":
+        return _answer_columns(frame, sample, probs, spelled, task, thresholds)
     unknown = [c for c in sample.columns[1:] if c not in classes]
     if unknown:
         raise SubmissionError(f"{sample.path}: probability columns {unknown[:5]} are not training classes")
@@ -67,6 +74,33 @@ def make_submission(
     clipped = clipped / clipped.sum(1, keepdims=True)
     for column in sample.columns[1:]:
         frame[column] = clipped[:, classes.index(column)]
+    return frame
+
+
+def _answer_columns(
+    frame: pd.DataFrame, sample: SampleSubmission, probs: np.ndarray, spelled: list[str], task: Task | None,
+    thresholds: list[float] | None,
+) -> pd.DataFrame:  # fmt: skip
+    """`frame` with the answers of every shape but `probs` (see the module docstring)."""
+    kind, column = sample.kind, sample.columns[1]
+    task_kind = task.kind if task is not None else "multiclass"
+    if kind == "label":
+        frame[column] = [spelled[k] for k in decide(task_kind, probs, thresholds)]
+    elif kind == "positive_prob":
+        frame[column] = np.clip(probs[:, 1], PROB_EPS, 1 - PROB_EPS)
+    elif kind == "top_k":
+        frame[column] = [" ".join(spelled[j] for j in row) for row in rank_classes(probs, sample.k)]
+    elif kind == "tags":
+        frame[column] = [" ".join(spelled[j] for j in np.flatnonzero(row)) for row in decide(task_kind, probs, thresholds)]
+    else:  # columns: a column per label, the probability for a score metric, else the 0/1 decision
+        index = {c: j for j, c in enumerate(spelled)}
+        unknown = [c for c in sample.columns[1:] if tag_key(c) not in index]
+        if unknown:
+            raise SubmissionError(f"{sample.path}: label columns {unknown[:5]} are not training labels")
+        scores = task is not None and get_metric(task.metric).input == "scores"
+        values = np.clip(probs, PROB_EPS, 1 - PROB_EPS) if scores else decide(task_kind, probs, thresholds)
+        for c in sample.columns[1:]:
+            frame[c] = values[:, index[tag_key(c)]]
     return frame
 
 
@@ -91,49 +125,6 @@ def class_shift(probs: np.ndarray, reference: np.ndarray) -> tuple[float, float]
     return distance, max(SHIFT_FLOOR, 3 * chance)
 
 
-def read_solution(path: Path, id_column: str, answer_columns: list[str]) -> pd.Series:
-    """The true label of each test id, from a solution CSV, indexed by id (text).
-
-    Format: the submission's id column (or else the first column) and one true-label column
-    (named like the submission's label column, or the only other column); Kaggle's `Usage`
-    column is ignored. For probability submissions the solution may instead be one-hot, with
-    the submission's class columns; the true class is the column holding the largest value.
-    """
-    solution = pd.read_csv(path, dtype=str, keep_default_na=False)
-    key = id_column if id_column in solution.columns else solution.columns[0]
-    rest = [c for c in solution.columns if c != key and c.lower() != "usage"]
-    if len(answer_columns) > 1 and set(answer_columns) <= set(rest):
-        one_hot = solution[answer_columns].apply(pd.to_numeric, errors="coerce").to_numpy(float)
-        true = pd.Series(np.asarray(answer_columns)[np.nan_to_num(one_hot, nan=-1.0).argmax(1)], dtype=str)
-    elif len(rest) == 1 or (len(answer_columns) == 1 and answer_columns[0] in rest):
-        true = solution[answer_columns[0] if answer_columns[0] in rest else rest[0]]
-    else:
-        found = ", ".join(solution.columns)
-        raise SubmissionError(f"{path}: needs an id column and one column of true labels, found {found}")
-    if solution[key].duplicated().any():
-        raise SubmissionError(f"{path}: the id column {key!r} repeats ids; each test id needs one row")
-    return pd.Series(true.to_numpy(), index=solution[key].to_numpy())
-
-
-def score_submission(submission: pd.DataFrame, solution_path: Path) -> dict[str, float]:
-    """Leaderboard score: `accuracy` for a label column, multi-class `log_loss` for probability columns."""
-    id_column, answer_columns = submission.columns[0], list(submission.columns[1:])
-    truth = read_solution(solution_path, id_column, answer_columns)
-    ids = submission[id_column].astype(str)
-    missing = ids[~ids.isin(truth.index)].tolist()
-    if missing:
-        raise SubmissionError(f"{solution_path}: no true label for {len(missing)} submission id(s), e.g. {missing[:3]}")
-    true = truth.loc[ids].to_numpy()
-    if len(answer_columns) == 1:
-        return {"accuracy": float(accuracy_score(true, submission[answer_columns[0]].astype(str)))}
-    unknown = sorted(set(true) - set(answer_columns))
-    if unknown:
-        raise SubmissionError(f"{solution_path}: true labels {unknown[:3]} are not among the submission's columns")
-    probs = submission[answer_columns].to_numpy(float)
-    probs = probs / probs.sum(1, keepdims=True)
-    return {"log_loss": float(log_loss(true, probs, labels=answer_columns))}
-
-
 def render_submission(frame: pd.DataFrame, sample: SampleSubmission, classes: list[str]) -> str:
     """`frame` as the CSV text to upload, once the checker passes it; every writer of a submission goes
     through here, so a file that fails the check is never written."""
@@ -148,23 +139,28 @@ def render_submission(frame: pd.DataFrame, sample: SampleSubmission, classes: li
 def read_reference(
     sample_path: Path | None, paths: Paths = Paths()
 ) -> tuple[SampleSubmission, list[str] | None]:
-    """The sample submission (`sample_path`, or the competition's in `paths.raw`) and the training classes
-    (from `paths.folds`, or else the competition's training labels; None when neither is there)."""
+    """The sample submission (`sample_path`, or the competition's in `paths.raw`), shaped by the competition's
+    task (`task:`, `metric:` in params.yaml), and the training classes (the task's; else from `paths.folds`;
+    None when neither is there)."""
     from kagglecv.data import CompetitionError, read_folds, sort_labels
     from kagglecv.ingest import read_competition
     from kagglecv.params import load_params
+    from kagglecv.tasks import task_of
 
     raw_dir, folds_path = paths.raw, paths.folds
-    competition = None
-    if sample_path is None or not folds_path.exists():
-        data = load_params(paths.params).data if paths.params.exists() else None
-        layout, labels_file = (data.layout, data.labels_file) if data else ("auto", "")
-        try:
-            competition = read_competition(raw_dir, layout, check_images=False, labels_file=labels_file)
-        except CompetitionError as err:
-            if sample_path is None:
-                raise SubmissionError(f"no sample submission to check against ({err}); pass --sample FILE") from None
-    sample = read_sample_submission(sample_path or competition.sample_submission)
+    competition, task = None, None
+    params = load_params(paths.params) if paths.params.exists() else None
+    layout, labels_file = (params.data.layout, params.data.labels_file) if params else ("auto", "")
+    try:
+        competition = read_competition(raw_dir, layout, check_images=False, labels_file=labels_file)
+    except CompetitionError as err:
+        if sample_path is None:
+            raise SubmissionError(f"no sample submission to check against ({err}); pass --sample FILE") from None
+    if competition is not None and params is not None:
+        task = task_of(params, competition)
+    sample = read_sample_submission(sample_path or competition.sample_submission, task)
+    if task is not None:
+        return sample, task.classes
     if folds_path.exists():
         return sample, sort_labels(read_folds(folds_path)["label"].tolist())
     return sample, competition.classes if competition is not None else None
@@ -189,6 +185,11 @@ def print_check(check: SubmissionCheck, path: Path, sample: SampleSubmission, *,
         return 1
     if sample.kind == "probs":
         answers = f"{len(sample.columns) - 1} probabilities summing to 1"
+    elif sample.kind in ("columns", "positive_prob"):
+        answers = f"{len(sample.columns) - 1} number(s) in [0, 1]"
+    elif sample.kind in ("tags", "top_k"):
+        most = f"1 to {sample.k}" if sample.kind == "top_k" else "space-separated"
+        answers = f"{most} labels among the {check.classes} training classes"
     else:
         answers = f"labels among the {check.classes} training classes" if check.classes else "one label each"
     print(f"OK {path}: {check.rows} rows, the {len(sample.ids)} ids of {sample.path}, {answers}")

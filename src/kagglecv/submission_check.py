@@ -1,9 +1,14 @@
 """The submission checker: every problem of a submission file against the sample submission, one per line.
 
 Checked: the header and its id column, the row count, duplicate, missing and extra ids, empty
-cells, and each answer: a label among the training classes (and an integer where the sample's
-labels are), or probabilities that are numbers in
-[0, 1] summing to 1 per row. `kagglecv.submission` runs it from the command line and before
+cells, and each answer in the shape the competition expects (`SampleSubmission.kind`):
+
+- `label`: a label among the training classes (and an integer where the sample's labels are);
+- `probs`: one probability column per class, numbers in [0, 1] summing to 1 per row;
+- `tags`: space-separated labels, each a training label, none repeated;
+- `columns`: one column per label, numbers in [0, 1] (probabilities, or 0/1 decisions);
+- `positive_prob`: one number in [0, 1], the positive class's probability;
+- `top_k`: 1 to k space-separated classes, each a training class, none repeated. `kagglecv.submission` runs it from the command line and before
 `predict` writes a submission.
 """
 
@@ -29,6 +34,8 @@ class SampleSubmission:
     columns: list[str]
     ids: list[str]  # as text, in the file's order
     answers: tuple[str, ...] = ()  # the first answer column, as text: the labels' type and spelling
+    answer: str = ""  # the answers' shape (kagglecv.tasks.ANSWERS); "": label or probs, by the column count
+    k: int = 1  # a top_k answer's most labels
 
     @property
     def integer_labels(self) -> bool:
@@ -41,8 +48,8 @@ class SampleSubmission:
 
     @property
     def kind(self) -> str:
-        """'label' (one answer column) or 'probs' (one column per class)."""
-        return "label" if len(self.columns) == 2 else "probs"
+        """The answers' shape: `answer` when known, else 'label' (one answer column) or 'probs' (one per class)."""
+        return self.answer or ("label" if len(self.columns) == 2 else "probs")
 
 
 @dataclass(frozen=True)
@@ -60,6 +67,7 @@ class Problem:
 PROBLEM_KINDS = (
     "unreadable", "header", "id_column", "fields", "row_count", "duplicate_id", "missing_id", "extra_id",
     "empty_cell", "unknown_label", "label_type", "not_a_number", "probability_range", "probability_sum",
+    "label_count", "duplicate_label",
 )  # fmt: skip
 
 
@@ -121,8 +129,10 @@ def check_submission_text(text: str, sample: SampleSubmission, classes: list[str
     _check_ids(rows, sample, check)
     if sample.kind == "label":
         _check_labels(complete, columns, classes, check, integers=sample.integer_labels)
-    else:
-        _check_probabilities(complete, columns, len(columns) == len(sample.columns) - 1, check)
+    elif sample.kind in ("tags", "top_k"):
+        _check_label_lists(complete, columns, classes, check, most=sample.k if sample.kind == "top_k" else None)
+    else:  # probs sum to 1 per row; columns and positive_prob are each a number in [0, 1]
+        _check_probabilities(complete, columns, sample.kind == "probs" and len(columns) == len(sample.columns) - 1, check)
     return check
 
 
@@ -214,3 +224,28 @@ def _check_probabilities(
         if all_columns and len(values) == len(columns) and abs(sum(values) - 1.0) > SUM_TOLERANCE:
             check.add("probability_sum", f"line {line}", f"the probabilities sum to {sum(values):.6g}, not 1")
 
+
+
+def _check_label_lists(
+    rows: list[tuple[int, list[str]]], columns: dict[str, int], classes: list[str] | None, check: SubmissionCheck,
+    *, most: int | None,
+) -> None:  # fmt: skip
+    """Each cell: space-separated labels, each a training class, none twice, at most `most` (None: any number)."""
+    if classes is None:
+        check.notes.append("unknown labels not checked: no training classes (no data/folds.csv, no training labels)")
+    known = set(classes or ())
+    check.classes = len(known)
+    for name, k in columns.items():
+        for line, row in rows:
+            labels = row[k].split()
+            if not labels:
+                check.add("empty_cell", f"line {line}", f"column {name!r} is empty")
+            elif most is not None and len(labels) > most:
+                check.add("label_count", f"line {line}", f"{len(labels)} labels; the competition scores at most {most}")
+            repeated = sorted(c for c, n in Counter(labels).items() if n > 1)
+            if repeated:
+                check.add("duplicate_label", f"line {line}", f"label {repeated[0]!r} appears more than once")
+            unknown = [label for label in labels if classes is not None and label not in known]
+            if unknown:
+                shown = ", ".join(classes[:10]) + (", …" if len(classes) > 10 else "")
+                check.add("unknown_label", f"line {line}", f"label {unknown[0]!r} is not a training class ({shown})")

@@ -6,7 +6,8 @@ the first stage `dvc repro` runs, so a bad value stops the pipeline before DVC r
 of the stage that would have found it (the last good `models/`). Writes nothing.
 
 Checked: every key known, of its type and in range (the strict loader); the `tta` views; the
-`model` name and the smallest `img_size` it accepts; the `augment`/`augment_test` transforms. The
+`model` name and the smallest `img_size` it accepts; the `augment`/`augment_test` transforms; a
+`metric` other than auto known and fitting `task`. The
 project's own models are looked up in `OWN_MODELS`, without torch, so the stage costs a fraction
 of a second. The other checks need heavy imports: any other model name is looked up in timm's
 registry and probed with a blank image (about 5 s of imports on a 2-core CPU), the transforms are
@@ -44,6 +45,8 @@ def run(params: Params, paths: Paths = Paths()) -> Params:
         errors.append(str(err))
     if (params.model, params.img_size) != (trained.get("model"), trained.get("img_size")):
         errors += check_model(params)
+    if params.metric != "auto":
+        errors += check_metric(params.metric, params.task)
     for key in ("augment", "augment_test"):
         if getattr(params, key) not in ("auto", [], trained.get(key)):
             errors += check_transforms(key, getattr(params, key))
@@ -58,6 +61,17 @@ def trained_params(lock: Path) -> dict[str, Any]:
         return {}
     stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
     return stages.get("train", {}).get("params", {}).get("params.yaml", {}) or {}
+
+
+def check_metric(name: str, task: str) -> list[str]:
+    """A `metric` the registry does not know, or one that does not score the task `task:` names."""
+    from kagglecv.metrics import MetricError, get_metric  # scikit-learn: a second of imports
+
+    try:
+        get_metric(name, None if task == "auto" else task)
+    except MetricError as err:
+        return [str(err)]
+    return []
 
 
 def check_transforms(key: str, spec: list) -> list[str]:

@@ -1,13 +1,16 @@
 """Stage `predict`: average the fold models' probabilities over TTA views and folds; write the submission.
 
-Reads params: `batch_size`, `amp`, `channels_last`, `tta`, `data.layout`; files:
-`models/fold<k>.pt` (each names its model, classes, normalisation and `augment_test` pipeline),
-`data/raw/`. Writes: `submissions/submission.csv` (the sample submission's header, ids, order and
-label type), `predictions/test_probs.csv` (averaged class probabilities per test id),
+Reads params: `batch_size`, `amp`, `channels_last`, `tta`, `task`, `metric`, `data.layout`; files:
+`models/fold<k>.pt` (each names its model, task, classes, normalisation and `augment_test`
+pipeline), `predictions/thresholds.json` (the decision rule `evaluate` tuned on the out-of-fold
+predictions, so the test answers are decided as the CV figure was), `data/raw/`. Writes:
+`submissions/submission.csv` (the sample submission's header, ids, order and label type, answers
+in the task's shape: see `kagglecv.submission`), `predictions/test_probs.csv` (averaged class
+probabilities per test id),
 `predictions/test_views.npz` (`probs` (folds, views, N, classes) with `ids`, `classes`, `views`:
 every fold's and view's probabilities, to ensemble across experiments) and
-`metrics/leaderboard.json` (`leaderboard.accuracy` or `leaderboard.log_loss` where the
-competition has a `solution.csv`; empty otherwise). The submission passes the submission checker
+`metrics/leaderboard.json` (`leaderboard.<metric>` where the competition has a `solution.csv`,
+scored by `kagglecv.scoring`; empty otherwise). The submission passes the submission checker
 (`kagglecv.submission_check`) before anything is written; one that fails it leaves every previous
 file in place.
 
@@ -20,6 +23,7 @@ classes that shows even without a solution file.
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 from collections import Counter
@@ -40,23 +44,27 @@ from kagglecv.params import Params, ParamsError, load_params
 from kagglecv.paths import Paths
 from kagglecv.progress import Tracked
 from kagglecv.runtime import main_of
+from kagglecv.scoring import score_submission
 from kagglecv.submission import (
     SubmissionError,
     class_shift,
     make_submission,
     read_sample_submission,
     render_submission,
-    score_submission,
 )
+from kagglecv.tasks import Task, task_of
 from kagglecv.transforms import TransformError, build_transforms
 from kagglecv.tta import TTAError, parse_views
 
 log = logging.getLogger("kagglecv.predict")
 
-def measure_shift(probs: np.ndarray, classes: list[str], train_labels: list[str], oof_path: Path) -> float:
-    """The largest distance of the test predictions' class shares from the training labels' and the
-    out-of-fold predictions' (`oof_path`, when it exists); warns when one is implausible."""
-    counts = Counter(train_labels)
+def measure_shift(
+    probs: np.ndarray, classes: list[str], train_labels: list[str], oof_path: Path, *, multilabel: bool = False
+) -> float:
+    """The largest distance of the test predictions' class shares (of a multilabel task: of the likeliest
+    tag's) from the training labels' and the out-of-fold predictions' (`oof_path`, when it exists); warns
+    when one is implausible."""
+    counts = Counter(tag for label in train_labels for tag in label.split()) if multilabel else Counter(train_labels)
     references = {"training labels": np.array([counts[c] for c in classes], float)}
     if oof_path.exists():
         oof = pd.read_csv(oof_path, dtype={"id": str, "label": str})
@@ -107,6 +115,7 @@ def predict_test(
         out.append(predict_views(
             model, Tracked(batches, f"fold {ckpt['fold']} test", log=log), precision=precision,
             mean=torch.tensor(ckpt["mean"]), std=torch.tensor(ckpt["std"]), views=views,
+            multilabel=ckpt.get("task") == "multilabel",
         ))  # fmt: skip
     return np.stack(out)
 
@@ -118,12 +127,26 @@ def write_views(path: Path, probs: np.ndarray, ids: list[str], classes: list[str
                                 views=np.array(views))  # fmt: skip
 
 
+def read_thresholds(path: Path, task: Task) -> list[float]:
+    """The thresholds `evaluate` tuned for `task`; they must be for its task, metric and classes."""
+    if not path.exists():
+        raise CompetitionError(f"{path} missing: run 'dvc repro evaluate' first")
+    rule = json.loads(path.read_text())
+    if (rule.get("task"), rule.get("metric"), rule.get("classes")) != (task.kind, task.metric, task.classes):
+        raise CompetitionError(f"{path} is for another task or metric: run 'dvc repro evaluate' again")
+    return rule["thresholds"]
+
+
 def run(params: Params, paths: Paths = Paths()) -> dict[str, float]:
     """Predict the test set; write the submission, the averaged and the per-view probabilities and the score."""
     competition = read_competition(paths.raw, params.data.layout, labels_file=params.data.labels_file,
                                    max_megapixels=params.data.max_megapixels)  # fmt: skip
+    task = task_of(params, competition)
+    thresholds = read_thresholds(paths.thresholds, task)
     checkpoints = read_checkpoints(paths.models)
     classes = checkpoints[0]["classes"]
+    if classes != task.classes or (checkpoints[0].get("task") == "multilabel") != task.multilabel:
+        raise CompetitionError(f"{paths.models} holds models of other classes or task: run 'dvc repro train' again")
     cache: dict[tuple[int, int], np.ndarray] = {}
 
     def images_for(img_size: int, channels: int) -> np.ndarray:
@@ -135,12 +158,12 @@ def run(params: Params, paths: Paths = Paths()) -> dict[str, float]:
     precision = select_precision(params.amp, channels_last=params.channels_last)
     per_view = predict_test(checkpoints, images_for, batch_size=params.batch_size, precision=precision, views=views)
     probs = per_view.mean(axis=(0, 1))
-    sample = read_sample_submission(competition.sample_submission)
-    submission = make_submission(sample, competition.test_ids, probs, classes)
+    sample = read_sample_submission(competition.sample_submission, task)
+    submission = make_submission(sample, competition.test_ids, probs, classes, task=task, thresholds=thresholds)
     # Check and score before writing anything, so a failure leaves the previous submission and its score together.
     text = render_submission(submission, sample, classes)
-    shift = measure_shift(probs, classes, competition.train_labels, paths.oof)
-    scores = score_submission(submission, competition.solution) if competition.solution else {}
+    shift = measure_shift(probs, classes, competition.train_labels, paths.oof, multilabel=task.multilabel)
+    scores = score_submission(submission, competition.solution, task, sample) if competition.solution else {}
     write_views(paths.test_views, per_view, competition.test_ids, classes, views)
     frame = pd.DataFrame(probs, columns=classes)
     frame.insert(0, "id", competition.test_ids)

@@ -1,7 +1,8 @@
 """Stage `split`: check every image, and assign every usable training image to one of `n_folds` stratified folds.
 
-Reads params: `seed`, `n_folds`, `data.layout`, `data.valid_split`, `data.bad_images`,
-`data.similar_labels`; files: `data/raw/`.
+Reads params: `seed`, `n_folds`, `task`, `metric`, `data.layout`, `data.valid_split`, `data.bad_images`,
+`data.similar_labels`; files: `data/raw/`. Folds are stratified by class (by grade for an ordinal
+task); for a multilabel task by iterative stratification of the label matrix (`iterstrat`).
 Writes `data/folds.csv` (id, label, fold), the versioned fold assignment every later stage uses, and
 `data/ingest_report.csv` (part, file, id, problem, action): every problem the ingest checks found
 (`kagglecv.ingest`), also when they stop the stage. Training images left out are not in the folds.
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 from sklearn.model_selection import StratifiedKFold
 
 from kagglecv.artifacts import write_csv
@@ -28,6 +30,7 @@ from kagglecv.ingest import IngestError, read_competition
 from kagglecv.params import Params, ParamsError, load_params
 from kagglecv.paths import Paths
 from kagglecv.runtime import main_of
+from kagglecv.tasks import encode_labels, task_of
 
 log = logging.getLogger("kagglecv.split")
 
@@ -45,6 +48,16 @@ def make_folds(ids: list[str], labels: list[str], *, n_folds: int, seed: int) ->
     fold = np.empty(len(ids), dtype=np.int64)
     splitter = StratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
     for k, (_, valid) in enumerate(splitter.split(np.zeros(len(labels)), labels)):
+        fold[valid] = k
+    return pd.DataFrame({"id": ids, "label": labels, "fold": fold})
+
+
+def make_multilabel_folds(ids: list[str], labels: list[str], tags: np.ndarray, *, n_folds: int, seed: int) -> pd.DataFrame:
+    """A seeded iterative stratification (Sechidis et al. 2011) of the 0/1 label matrix `tags` (N, K): every
+    label's share alike in every fold; one row per id, in the input order."""
+    fold = np.empty(len(ids), dtype=np.int64)
+    splitter = MultilabelStratifiedKFold(n_splits=n_folds, shuffle=True, random_state=seed)
+    for k, (_, valid) in enumerate(splitter.split(np.zeros(len(labels)), tags)):
         fold[valid] = k
     return pd.DataFrame({"id": ids, "label": labels, "fold": fold})
 
@@ -87,7 +100,9 @@ def run(params: Params, paths: Paths = Paths()) -> dict[str, int]:
                 f"data.valid_split: holdout needs a valid/ or validation/ folder in {raw_dir}; set it to merge"
             )
         folds = make_holdout(ids, labels, competition.valid_ids)
-    else:
+    elif (task := task_of(params, competition)).multilabel:
+        folds = make_multilabel_folds(ids, labels, encode_labels(task, labels), n_folds=params.n_folds, seed=params.seed)
+    else:  # multiclass, binary, ordinal: stratified by class (grade)
         folds = make_folds(ids, labels, n_folds=params.n_folds, seed=params.seed)
     write_csv(paths.folds, folds)
     n_folds = int(folds["fold"].max()) + 1

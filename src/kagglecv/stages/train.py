@@ -1,9 +1,10 @@
 """Stage `train`: one model per fold, trained on the other folds, early-stopped on its own.
 
 Reads params: the training knobs (`seed`, `model`, `pretrained`, `img_size`, `epochs`, `lr`, …,
-`augment`, `augment_test`, `tta`, `devices`, `data.layout`, `data.channels`); files: `data/raw/`,
-`data/folds.csv`. Writes: `models/fold<k>.pt` (self-describing checkpoints), `predictions/oof.csv`
-(out-of-fold class probabilities, averaged over the `tta` views), `dvclive/fold<k>/` (per-epoch
+`augment`, `augment_test`, `tta`, `devices`, `task`, `metric`, `data.layout`, `data.channels`); files:
+`data/raw/`, `data/folds.csv`. Writes: `models/fold<k>.pt` (self-describing checkpoints, with the task),
+`predictions/oof.csv` (out-of-fold probabilities per class, or per label of a multilabel task (a
+sigmoid each), averaged over the `tta` views), `dvclive/fold<k>/` (per-epoch
 curves), `plots/augmented.png` (a training batch after augmentation), `metrics/train.json` (the
 headline `dvc exp show` lists: `train.minutes`, and the epoch plan: `train.epochs` each fold could
 train, `train.time_limit`, `train.cut`) and `metrics/train_folds.json` (per fold: epochs run, best
@@ -24,6 +25,7 @@ import argparse
 import contextlib
 import dataclasses
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -47,6 +49,7 @@ from kagglecv.pictures import write_image_grid
 from kagglecv.progress import format_seconds
 from kagglecv.resume import ResumeStore, code_hashes, resume_key
 from kagglecv.runtime import WorkspaceBusy, main_of, use_deterministic_algorithms, workspace_lock
+from kagglecv.tasks import Task
 from kagglecv.transforms import TransformError, build_transforms, resolve_augment
 from kagglecv.tta import TTAError
 
@@ -62,7 +65,7 @@ def run(params: Params, paths: Paths = Paths(), *, only_folds: set[int] | None =
     check_names(params)  # before any data is read
     use_deterministic_algorithms(params.deterministic)
     params, competition, data = read_training_set(params, paths)
-    classes, images, labels = competition.classes, data.images, data.labels
+    classes, images, labels = data.task.classes, data.images, data.labels
     setup = make_setup(params, images, len(classes))
     spec = resolve_augment(params.augment, params.img_size)
     if params.loader != "dataloader" and build_batch_transforms(spec) is not None:  # the tensor path
@@ -73,7 +76,7 @@ def run(params: Params, paths: Paths = Paths(), *, only_folds: set[int] | None =
     n_folds = int(data.fold_of.max()) + 1
     _log_start(params, setup, images, len(classes), n_folds)
     if distributed.is_main():
-        write_augmented_grid(paths.augmented_plot, params, data, classes)
+        write_augmented_grid(paths.augmented_plot, params, data, competition.train_labels)
     oof = np.zeros((len(images), len(classes)), np.float32)
     summary: dict[str, dict] = {}
     only = only_folds
@@ -88,7 +91,7 @@ def run(params: Params, paths: Paths = Paths(), *, only_folds: set[int] | None =
             result = train_fold(fold, params, data, setup, store, on_epoch=on_epoch)
         oof[data.fold_of == fold] = result["oof_probs"]
         if distributed.is_main():
-            write_checkpoint(paths.models / f"fold{fold}.pt", _checkpoint(params, setup, classes, images, fold, result))
+            write_checkpoint(paths.models / f"fold{fold}.pt", _checkpoint(params, setup, data.task, images, fold, result))
         summary[str(fold)] = _fold_summary(result)
     seconds = time.perf_counter() - started
     headline = {"minutes": round(seconds / 60, 2), **plan.summary(), "img_size": params.img_size, "cache_size": params.cache_size}
@@ -138,20 +141,21 @@ def _fold_summary(result: dict) -> dict:
     }  # fmt: skip
 
 
-def write_augmented_grid(path: Path, params: Params, data: FoldData, classes: list[str], n: int = 32) -> None:
+def write_augmented_grid(path: Path, params: Params, data: FoldData, labels: list[str], n: int = 32) -> None:
     """The first training batch of fold 0, as the model sees it after augmentation (before mixup)."""
     spec = resolve_augment(params.augment, params.img_size)
     idx = np.flatnonzero(data.fold_of != 0)[:n]
     batch = ImageDataset(data.images, None, build_transforms(spec=spec, seed=params.seed), rows=idx, size=params.img_size)
     shown = np.stack([batch[i][0].numpy().transpose(1, 2, 0) for i in range(len(idx))])  # (C, H, W) -> (H, W, C)
-    write_image_grid(path, shown, [classes[data.labels[i]] for i in idx])
+    write_image_grid(path, shown, [labels[i] for i in idx])
 
 
-def _checkpoint(params: Params, setup: TrainSetup, classes: list[str], images: np.ndarray, fold: int, result: dict) -> dict:
-    history = result["history"]
+def _checkpoint(params: Params, setup: TrainSetup, task: Task, images: np.ndarray, fold: int, result: dict) -> dict:
+    history, classes = result["history"], task.classes
     return {
         "model": params.model, "num_classes": len(classes), "in_chans": images.shape[-1],
         "img_size": params.img_size, "cache_size": params.cache_size, "classes": classes, "mean": setup.mean, "std": setup.std,
+        "task": task.kind, "metric": task.metric,
         "augment_test": params.augment_test, "fold": fold, "best_epoch": result["best_epoch"],
         "valid_accuracy": history[result["best_epoch"]]["valid_accuracy"], "ema": params.ema.enabled,
         "params": dataclasses.asdict(params), "state_dict": result["best_state"],
@@ -208,6 +212,8 @@ def _epoch_logger(live: Live | _NoLive, fold: int, n_folds: int, epochs: int, cl
             ("valid/loss", e.valid_loss), ("valid/accuracy", e.valid_accuracy), ("lr", e.lr),
         ):  # fmt: skip
             live.log_metric(name, value, plot=True)
+        if not math.isnan(e.valid_metric):
+            live.log_metric("valid/metric", e.valid_metric, plot=True)
         live.next_step()
         now = time.perf_counter()
         took, last[0] = now - last[0], now
@@ -215,9 +221,10 @@ def _epoch_logger(live: Live | _NoLive, fold: int, n_folds: int, epochs: int, cl
             return
         left = clock.after(fold, e.epoch, took)
         log.info(
-            "fold %d/%d epoch %2d/%d  train %.4f %.4f  valid %.4f %.4f%s  %.1fs %.0f img/s  eta %s",
-            fold + 1, n_folds, e.epoch + 1, epochs, e.train_loss, e.train_accuracy, e.valid_loss,
-            e.valid_accuracy, " *" if e.improved else "  ", e.seconds, e.images_per_s,
+            "fold %d/%d epoch %2d/%d  train %.4f %.4f  valid %.4f %.4f%s%s  %.1fs %.0f img/s  eta %s",
+            fold + 1, n_folds, e.epoch + 1, epochs, e.train_loss, e.train_accuracy, e.valid_loss, e.valid_accuracy,
+            "" if math.isnan(e.valid_metric) else f" metric {e.valid_metric:.4f}", " *" if e.improved else "  ",
+            e.seconds, e.images_per_s,
             f"at most {format_seconds(left)}" if left > 0 else "0s (last epoch)",
         )  # fmt: skip
 
