@@ -108,5 +108,17 @@ class Paths:
 
     # outside the pipeline
     @property
+    def blend_submission(self) -> Path:
+        return self.root / "submissions/blend.csv"
+
+    @property
+    def blend_oof(self) -> Path:
+        return self.root / "predictions/blend_oof.csv"
+
+    @property
+    def blend_metrics(self) -> Path:
+        return self.root / "metrics/blend.json"
+
+    @property
     def lr_find_plot(self) -> Path:
         return self.root / "plots/lr_find.png"
