@@ -45,6 +45,10 @@ class Paths:
         return self.root / "predictions/oof.csv"
 
     @property
+    def pseudo_labels(self) -> Path:
+        return self.root / "predictions/pseudo_labels.csv"
+
+    @property
     def live(self) -> Path:
         return self.root / "dvclive"
 

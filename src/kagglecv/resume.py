@@ -53,20 +53,20 @@ def resume_key(params: dict, *arrays: np.ndarray, files: tuple[Path, ...] = ()) 
 
 
 class ResumeStore:
-    """`<root>/<key>/fold<k>.pt`: one file per fold, replaced atomically."""
+    """`<root>/<key>/fold<k>.pt`: one file per fold (`fold<k>-<r>.pt` for its r-th extra seed), replaced atomically."""
 
     def __init__(self, key: str, root: Path) -> None:
         self.dir = Path(root) / key
 
-    def path(self, fold: int) -> Path:
-        return self.dir / f"fold{fold}.pt"
+    def path(self, fold: int, run: int = 0) -> Path:
+        return self.dir / (f"fold{fold}.pt" if run == 0 else f"fold{fold}-{run}.pt")
 
-    def read(self, fold: int) -> dict | None:
-        path = self.path(fold)
+    def read(self, fold: int, run: int = 0) -> dict | None:
+        path = self.path(fold, run)
         return torch.load(path, map_location="cpu", weights_only=False) if path.exists() else None
 
-    def write(self, fold: int, state: dict) -> None:
-        write_checkpoint(self.path(fold), state)
+    def write(self, fold: int, state: dict, run: int = 0) -> None:
+        write_checkpoint(self.path(fold, run), state)
 
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
