@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,8 @@ from kagglecv.ensemble import greedy_weights, log_loss_weights, nested_blend, sc
 from kagglecv.ingest import read_competition
 from kagglecv.paths import Paths
 from kagglecv.revisions import RevisionError
-from tests.conftest import REPO
+from tests.conftest import REPO, make_project
+from tests.test_dvc_repro import sh
 
 OPTIMUM = 11 / 12  # see two_members
 
@@ -148,3 +150,19 @@ def test_blend_names_an_unknown_revision(repo: Path) -> None:
         run(["a", "nope"], Paths(repo))
     with pytest.raises(BlendError, match="at least two different"):
         run(["a", "a"], Paths(repo))
+
+
+@pytest.mark.slow
+def test_blend_of_dvc_experiments_by_name(tmp_path: Path) -> None:
+    """The real `dvc repro` and `dvc exp run -S seeds=[7]` (the same folds, another seed), blended by name."""
+    project = make_project(tmp_path / "project", {"n_folds": 2, "epochs": 1, "model": "softmax_regression", "img_size": 8})
+    sh(project, "dvc", "repro", "-q")
+    sh(project, "git", "add", "-A")
+    sh(project, "git", "commit", "-qm", "base")
+    sh(project, "dvc", "exp", "run", "-q", "-n", "second-seed", "-S", "seeds=[7]")
+    sh(project, "env", f"PYTHONPATH={project / 'src'}", sys.executable, "-m", "kagglecv.blend", "HEAD", "second-seed")
+    figures = json.loads((project / "metrics/blend.json").read_text())["blend"]
+    assert list(figures["weights"]) == ["HEAD", "second-seed"] and sum(figures["weights"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert figures["members"]["HEAD"]["cv"] != figures["members"]["second-seed"]["cv"]
+    assert set(figures["leaderboard"]) == {"accuracy"}
+    assert (project / "submissions/blend.csv").exists()
