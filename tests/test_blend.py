@@ -160,7 +160,7 @@ def test_blend_of_dvc_experiments_by_name(tmp_path: Path) -> None:
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "-qm", "base")
     sh(project, "dvc", "exp", "run", "-q", "-n", "second-seed", "-S", "seeds=[7]")
-    sh(project, "env", f"PYTHONPATH={project / 'src'}", sys.executable, "-m", "kagglecv.blend", "HEAD", "second-seed")
+    sh(project, sys.executable, "-m", "kagglecv.blend", "HEAD", "second-seed")
     figures = json.loads((project / "metrics/blend.json").read_text())["blend"]
     assert list(figures["weights"]) == ["HEAD", "second-seed"] and sum(figures["weights"].values()) == pytest.approx(1.0, abs=1e-3)
     assert figures["members"]["HEAD"]["cv"] != figures["members"]["second-seed"]["cv"]
