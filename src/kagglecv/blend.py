@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -36,7 +37,13 @@ from kagglecv.params import ParamsError, load_params
 from kagglecv.paths import Paths
 from kagglecv.revisions import RevisionError, read_csv_at
 from kagglecv.runtime import main_of
-from kagglecv.submission import SubmissionError, make_submission, read_sample_submission, render_submission, score_submission
+from kagglecv.submission import (
+    SubmissionError,
+    make_submission,
+    read_sample_submission,
+    render_submission,
+    score_submission,
+)
 
 log = logging.getLogger("kagglecv.blend")
 
@@ -56,7 +63,7 @@ class Member:
 
 def read_member(paths: Paths, name: str) -> Member:
     """Experiment `name`'s out-of-fold and test probabilities, from the DVC cache."""
-    relative = Paths()
+    relative = Paths()  # the files' paths inside any revision
     oof = read_csv_at(paths.root, name, str(relative.oof), dtype={"id": str, "label": str}, keep_default_na=False)
     test = read_csv_at(paths.root, name, str(relative.test_probs), dtype={"id": str}, keep_default_na=False)
     return Member(name, oof, test)
@@ -82,50 +89,72 @@ def check_members(members: list[Member]) -> None:
             )
 
 
+@dataclass(frozen=True)
+class Stacked:
+    """The members' probabilities on the rows a fold validated (N) and on the test set (T), as arrays."""
+
+    classes: list[str]
+    scored: np.ndarray  # bool, one per oof.csv row: validated by a fold (a holdout split's training rows are not)
+    folds: np.ndarray  # (N,) each scored row's fold
+    labels: np.ndarray  # (N,) class indices
+    oofs: np.ndarray  # (M, N, K), rows summing to 1
+    tests: np.ndarray  # (M, T, K), rows summing to 1
+
+
+def stack_members(members: list[Member]) -> Stacked:
+    first = members[0]
+    classes = list(first.oof.columns[3:])
+    scored = (first.oof["fold"] != TRAIN_ONLY_FOLD).to_numpy()
+    folds = first.oof["fold"].to_numpy()[scored]
+    if len(np.unique(folds)) < 2:
+        raise BlendError("the members have one validation fold: blend weights need other folds to be fit out of fold")
+    labels = np.array([classes.index(label) for label in first.oof["label"][scored]])
+    oofs = np.stack([_normalised(m.oof[classes].to_numpy(float)[scored]) for m in members])
+    tests = np.stack([_normalised(m.test[classes].to_numpy(float)) for m in members])
+    return Stacked(classes, scored, folds, labels, oofs, tests)
+
+
 def run(names: list[str], paths: Paths = Paths(), *, method: str = "greedy") -> dict:
     """Blend the experiments `names`; write the submission, the blended out-of-fold file and the metrics."""
     if len(names) < 2 or len(set(names)) != len(names):
         raise BlendError(f"name at least two different experiments to blend, got {' '.join(names) or 'none'}")
     members = [read_member(paths, name) for name in names]
     check_members(members)
-    first = members[0]
-    classes = list(first.oof.columns[3:])
-    scored = (first.oof["fold"] != TRAIN_ONLY_FOLD).to_numpy()  # a holdout split's training rows have no OOF
-    folds = first.oof["fold"].to_numpy()[scored]
-    if len(np.unique(folds)) < 2:
-        raise BlendError("the members have one validation fold: blend weights need other folds to be fit out of fold")
-    labels = np.array([classes.index(label) for label in first.oof["label"][scored]])
-    oofs = np.stack([_normalised(m.oof[classes].to_numpy(float)[scored]) for m in members])  # (M, N, K)
-    tests = np.stack([_normalised(m.test[classes].to_numpy(float)) for m in members])
+    s = stack_members(members)
     competition = read_competition(paths.raw, load_params(paths.params).data.layout, check_images=False)
     sample = read_sample_submission(competition.sample_submission)
-    fit = make_fit(method, competition_metric(sample.kind))
-    blended, _ = nested_blend(oofs, labels, folds, fit)
-    weights = fit(oofs, labels)  # every out-of-fold row: the weights the submission uses
-    test_ids = first.test["id"].tolist()
-    submission = make_submission(sample, test_ids, blend_probs(tests, weights), classes)
-    text = render_submission(submission, sample, classes)  # checked before anything is written
-
-    def leaderboard(probs: np.ndarray) -> dict[str, float]:
-        if competition.solution is None:
-            return {}
-        return {k: round(v, 6) for k, v in score_submission(make_submission(sample, test_ids, probs, classes), competition.solution).items()}
-
+    metric = competition_metric(sample.kind)
+    fit = make_fit(method, metric)
+    blended, _ = nested_blend(s.oofs, s.labels, s.folds, fit)
+    weights = fit(s.oofs, s.labels)  # on every out-of-fold row: the weights the submission uses
+    test_ids = members[0].test["id"].tolist()
+    submission = make_submission(sample, test_ids, blend_probs(s.tests, weights), s.classes)
+    text = render_submission(submission, sample, s.classes)  # checked before anything is written
+    solution = competition.solution
+    leaderboard = lambda probs: _leaderboard(make_submission(sample, test_ids, probs, s.classes), solution)  # noqa: E731
     figures = {
-        "method": method, "metric": competition_metric(sample.kind), "cv": score_probs(blended, labels),
+        "method": method, "metric": metric, "cv": score_probs(blended, s.labels),
         "weights": {m.name: round(float(w), 4) for m, w in zip(members, weights)},
-        "leaderboard": leaderboard(blend_probs(tests, weights)),
-        "members": {m.name: {"cv": score_probs(oofs[i], labels), "leaderboard": leaderboard(tests[i])}
+        "leaderboard": leaderboard(blend_probs(s.tests, weights)),
+        "members": {m.name: {"cv": score_probs(s.oofs[i], s.labels), "leaderboard": leaderboard(s.tests[i])}
                     for i, m in enumerate(members)},
     }  # fmt: skip
-    out = np.zeros((len(first.oof), len(classes)))
-    out[scored] = blended
-    frame = pd.concat([first.oof[FOLD_COLUMNS].reset_index(drop=True), pd.DataFrame(out, columns=classes)], axis=1)
+    out = np.zeros((len(s.scored), len(s.classes)))
+    out[s.scored] = blended
+    frame = pd.concat([members[0].oof[FOLD_COLUMNS].reset_index(drop=True), pd.DataFrame(out, columns=s.classes)],
+                      axis=1)  # fmt: skip
     write_csv(paths.blend_oof, frame, float_format="%.6g")
     write_text(paths.blend_submission, text)
     write_json(paths.blend_metrics, {"blend": figures})
     _log_summary(figures)
     return figures
+
+
+def _leaderboard(submission: pd.DataFrame, solution: Path | None) -> dict[str, float]:
+    """The submission scored as the leaderboard would (`predict`'s scoring); empty without a solution."""
+    if solution is None:
+        return {}
+    return {k: round(v, 6) for k, v in score_submission(submission, solution).items()}
 
 
 def _normalised(probs: np.ndarray) -> np.ndarray:
@@ -143,7 +172,7 @@ def _log_summary(figures: dict) -> None:
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m kagglecv.blend", description=__doc__.splitlines()[0])
-    parser.add_argument("experiments", nargs="+", help="experiment names, branches, tags, commits, or 'workspace'")
+    parser.add_argument("experiments", nargs="+", help="experiment names, branches, tags, commits or 'workspace'")
     parser.add_argument("--method", choices=METHODS, default="greedy",
                         help="greedy: Caruana's selection on the competition's metric; weights: lowest log loss")  # fmt: skip
     return parser.parse_args()

@@ -1,6 +1,6 @@
 """Stage `train`: one model per fold, trained on the other folds, early-stopped on its own.
 
-Reads params: the training knobs (`seed`, `model`, `pretrained`, `img_size`, `epochs`, `lr`, …,
+Reads params: the training knobs (`seed`, `seeds`, `soup`, `pseudo_label`, `model`, `pretrained`, `img_size`, `epochs`, `lr`, …,
 `augment`, `augment_test`, `tta`, `devices`, `data.layout`, `data.channels`); files: `data/raw/`,
 `data/folds.csv`. Writes: `models/fold<k>.pt` (self-describing checkpoints), `predictions/oof.csv`
 (out-of-fold class probabilities, averaged over the `tta` views), `dvclive/fold<k>/` (per-epoch
@@ -8,6 +8,11 @@ curves), `plots/augmented.png` (a training batch after augmentation), `metrics/t
 headline `dvc exp show` lists: `train.minutes`, and the epoch plan: `train.epochs` each fold could
 train, `train.time_limit`, `train.cut`) and `metrics/train_folds.json` (per fold: epochs run, best
 epoch, validation accuracy, seconds, images/s).
+
+`seeds` trains each fold once per seed (`models/fold<k>-<r>.pt` beside `fold<k>.pt`) and averages
+their out-of-fold probabilities; `soup` makes a fold's model the average of its best epochs' weights
+(`kagglecv.engine.fit`); `pseudo_label` adds confidently predicted test images to every fold's
+training part (`kagglecv.pseudo_labels`), listed in `predictions/pseudo_labels.csv`.
 
 With `time_limit` (minutes) set, one epoch of fold 0 is timed first and every fold gets the same
 number of epochs that fits the budget (see `kagglecv.budget`).
@@ -105,7 +110,8 @@ def run(params: Params, paths: Paths = Paths(), *, only_folds: set[int] | None =
         log.info("folds %s trained into %s; gather every fold's file there and run 'dvc repro'", sorted(only), store.dir)
         return {**headline, **detail}
     if distributed.is_main():
-        write_oof(paths.oof, oof[:n_train], classes, competition.train_ids, competition.train_labels, data.fold_of[:n_train])
+        n = n_train  # the pseudo-labelled test images after them have no out-of-fold row
+        write_oof(paths.oof, oof[:n], classes, competition.train_ids, competition.train_labels, data.fold_of[:n])
         write_csv(paths.pseudo_labels, pseudo[["id", "label", "confidence"]])
         write_json(paths.train_metrics, {"train": headline})
         write_json(paths.train_folds_metrics, {"train": detail})
@@ -223,7 +229,8 @@ class EtaClock:
 
 
 def _epoch_logger(live: Live | _NoLive, fold: int, n_folds: int, epochs: int, clock: EtaClock, slot: int):
-    """One log line per epoch (with an ETA for the whole stage: `slot` counts the fold's seed runs too) and dvclive's curves."""
+    """One log line per epoch (with an ETA for the whole stage; `slot`: the fold's place among every fold's seeds)
+    and dvclive's curves."""
     last = [time.perf_counter()]
 
     def on_epoch(e: EpochLog, replayed: bool = False) -> None:
