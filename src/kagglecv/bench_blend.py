@@ -108,7 +108,8 @@ def write_report(results: dict) -> None:
     machine = results["machine"]
     replace_section(REPORT, "bench:blend", (
         f"## Ensembling on real MNIST, {machine['device']} ({machine['cpu']}, {machine['cores']} cores)\n\n"
-        "4,000 training and 1,000 hidden test digits (Digit Recognizer). `default`: the shipped params; "
+        "4,000 training and 1,000 hidden test digits (Digit Recognizer). `default`: the shipped params"
+        + "".join(f", `{k}: {v}`" for k, v in results["overrides"].items()) + "; "
         "`seed7`: `-S seeds=[7]`; `mlp`: `-S model=mlp`; `pseudo`: `-S pseudo_label.source=default`. "
         "The blend's cv figures come from weights fit out of fold.\n\n"
         "| run | cv.accuracy | cv.log_loss | hidden-test accuracy | pseudo-labels | seconds |\n"
@@ -120,10 +121,15 @@ def write_report(results: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="the embedded digits, 2 folds, 2 epochs: checks the run, writes nothing")
+    parser.add_argument("--n-folds", type=int, help="n_folds for every run (default: params.yaml's)")
+    parser.add_argument("--epochs", type=int, help="epochs for every run (default: params.yaml's)")
     args = parser.parse_args()
-    tiny = {"n_folds": 2, "epochs": 2, "img_size": 8} if args.tiny else {}
+    overrides = {k: v for k, v in (("n_folds", args.n_folds), ("epochs", args.epochs)) if v is not None}
+    if args.tiny:
+        overrides = {"n_folds": 2, "epochs": 2, "img_size": 8}
     with tempfile.TemporaryDirectory() as tmp:
-        results = run_bench(Path(tmp), Path.cwd(), tiny, mnist=not args.tiny)
+        results = run_bench(Path(tmp), Path.cwd(), overrides, mnist=not args.tiny)
+    results["overrides"] = overrides
     results["machine"] = machine_description(select_precision("auto"))
     print(json.dumps(results, indent=1))
     if not args.tiny:
