@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from kagglecv.ingest import read_competition
-from kagglecv.params import PseudoLabelParams, training_seeds
+from kagglecv.params import ParamsError, PseudoLabelParams, load_params, training_seeds
 from kagglecv.paths import Paths
 from kagglecv.stages import predict, split, train
 from kagglecv.stopping import EarlyStopping, average_states
@@ -113,3 +113,14 @@ def test_a_pseudo_label_round_adds_only_confident_test_images_to_training(
     np.testing.assert_array_equal(data.images[n_train:], test_images[[competition.test_ids.index(i) for i in expected]])
     np.testing.assert_array_equal(data.images[:n_train], competition.train_images.load(img_size=8, channels=1))
     assert read_oof(paths)[["id", "label", "fold"]].equals(oof_before)  # out-of-fold rows: the training images only
+
+
+def test_the_loader_names_bad_seeds_and_thresholds(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("soup: 0\npseudo_label:\n  threshold: 1.5\n")
+    with pytest.raises(ParamsError, match=r"soup: 0 is too small(.|\n)*pseudo_label.threshold: 1.5 is too large"):
+        load_params(path)
+    for seeds in ("[7, 7]", "[]"):
+        path.write_text(f"seeds: {seeds}\n")
+        with pytest.raises(ParamsError, match="must list at least one seed, each once"):
+            load_params(path)
