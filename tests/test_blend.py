@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from kagglecv.blend import BlendError, run
-from kagglecv.ensemble import greedy_weights, log_loss_weights, nested_blend, score_probs
+from kagglecv.ensemble import greedy_weights, log_loss_weights, logit_weights, nested_blend, pool_logits, score_probs
 from kagglecv.ingest import read_competition
 from kagglecv.paths import Paths
 from kagglecv.revisions import RevisionError
@@ -55,6 +55,23 @@ def test_greedy_on_accuracy_breaks_ties_by_log_loss() -> None:
     np.testing.assert_allclose(weights, greedy_weights(members, labels, metric="log_loss", rounds=24))
     members[1, :100] = np.roll(members[1, :100], 1, axis=1)  # B now wrong on 100 rows: accuracy decides first
     assert greedy_weights(members, labels, metric="accuracy", rounds=24) == pytest.approx([1.0, 0.0])
+
+
+def test_logit_pooling_has_the_right_gradient_and_beats_every_member_in_sample() -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 4, 300)
+    logits = rng.normal(size=(3, 300, 4)) + 1.5 * np.eye(4)[labels]  # three noisy, underconfident members
+    members = np.exp(logits) / np.exp(logits).sum(2, keepdims=True)
+    true = np.log(members[:, np.arange(300), labels])
+
+    def loss(w: np.ndarray) -> float:
+        return score_probs(pool_logits(members, w), labels)["log_loss"]
+
+    weights = logit_weights(members, labels)
+    assert (weights >= 0).all() and weights.sum() > 1  # sharpened: the members are underconfident together
+    assert loss(weights) < min(-true.mean(1)) - 0.05
+    for direction in np.eye(3):  # no small step along a weight lowers the loss: an optimum (up to the 6 decimals)
+        assert loss(weights + 1e-3 * direction) >= loss(weights) - 1e-6
 
 
 def test_nested_blend_fits_each_fold_on_the_other_folds_only() -> None:
@@ -123,6 +140,11 @@ def test_blend_of_two_revisions_finds_the_optimum_and_writes_a_checked_submissio
     members = figures["members"]
     assert figures["cv"]["log_loss"] < min(members["a"]["cv"]["log_loss"], members["b"]["cv"]["log_loss"])
     assert figures["leaderboard"].keys() == {"accuracy"}  # digits ships a solution
+    auto = run(["a", "b"], paths)  # every method tried out of fold, the best on accuracy, ties by log loss
+    assert set(auto["methods"]) == {"greedy", "weights", "logit"}
+    best = min(auto["methods"].values(), key=lambda m: (-m["cv"]["accuracy"], m["cv"]["log_loss"]))
+    assert auto["cv"] == best["cv"] == auto["methods"][auto["method"]]["cv"]
+    run(["a", "b"], paths, method="weights")  # the files the rest checks
     written = json.loads(paths.blend_metrics.read_text())["blend"]
     assert written["cv"] == figures["cv"] and set(written["weights"]) == {"a", "b"}
     sample = pd.read_csv(repo / "data/raw/sample_submission.csv", dtype=str)

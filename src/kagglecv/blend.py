@@ -31,7 +31,15 @@ import pandas as pd
 
 from kagglecv.artifacts import write_csv, write_json, write_text
 from kagglecv.data import TRAIN_ONLY_FOLD, CompetitionError
-from kagglecv.ensemble import METHODS, blend_probs, competition_metric, make_fit, nested_blend, score_probs
+from kagglecv.ensemble import (
+    METHODS,
+    blend_probs,
+    competition_metric,
+    make_fit,
+    nested_blend,
+    rank_probs,
+    score_probs,
+)
 from kagglecv.ingest import read_competition
 from kagglecv.params import ParamsError, load_params
 from kagglecv.paths import Paths
@@ -114,7 +122,7 @@ def stack_members(members: list[Member]) -> Stacked:
     return Stacked(classes, scored, folds, labels, oofs, tests)
 
 
-def run(names: list[str], paths: Paths = Paths(), *, method: str = "greedy") -> dict:
+def run(names: list[str], paths: Paths = Paths(), *, method: str = "auto") -> dict:
     """Blend the experiments `names`; write the submission, the blended out-of-fold file and the metrics."""
     if len(names) < 2 or len(set(names)) != len(names):
         raise BlendError(f"name at least two different experiments to blend, got {' '.join(names) or 'none'}")
@@ -124,18 +132,21 @@ def run(names: list[str], paths: Paths = Paths(), *, method: str = "greedy") -> 
     competition = read_competition(paths.raw, load_params(paths.params).data.layout, check_images=False)
     sample = read_sample_submission(competition.sample_submission)
     metric = competition_metric(sample.kind)
-    fit = make_fit(method, metric)
-    blended, _ = nested_blend(s.oofs, s.labels, s.folds, fit)
-    weights = fit(s.oofs, s.labels)  # on every out-of-fold row: the weights the submission uses
+    tried = {m: nested_blend(s.oofs, s.labels, s.folds, make_fit(m, metric), m)[0]
+             for m in (METHODS if method == "auto" else (method,))}  # fmt: skip
+    method = min(tried, key=lambda m: rank_probs(tried[m], s.labels, metric))  # auto: the best out of fold
+    blended = tried[method]
+    weights = make_fit(method, metric)(s.oofs, s.labels)  # on every out-of-fold row: the weights the submission uses
     test_ids = members[0].test["id"].tolist()
-    submission = make_submission(sample, test_ids, blend_probs(s.tests, weights), s.classes)
+    submission = make_submission(sample, test_ids, blend_probs(s.tests, weights, method), s.classes)
     text = render_submission(submission, sample, s.classes)  # checked before anything is written
     solution = competition.solution
     leaderboard = lambda probs: _leaderboard(make_submission(sample, test_ids, probs, s.classes), solution)  # noqa: E731
     figures = {
         "method": method, "metric": metric, "cv": score_probs(blended, s.labels),
+        "methods": {m: {"cv": score_probs(probs, s.labels)} for m, probs in tried.items()},
         "weights": {m.name: round(float(w), 4) for m, w in zip(members, weights)},
-        "leaderboard": leaderboard(blend_probs(s.tests, weights)),
+        "leaderboard": leaderboard(blend_probs(s.tests, weights, method)),
         "members": {m.name: {"cv": score_probs(s.oofs[i], s.labels), "leaderboard": leaderboard(s.tests[i])}
                     for i, m in enumerate(members)},
     }  # fmt: skip
@@ -173,8 +184,10 @@ def _log_summary(figures: dict) -> None:
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m kagglecv.blend", description=__doc__.splitlines()[0])
     parser.add_argument("experiments", nargs="+", help="experiment names, branches, tags, commits or 'workspace'")
-    parser.add_argument("--method", choices=METHODS, default="greedy",
-                        help="greedy: Caruana's selection on the competition's metric; weights: lowest log loss")  # fmt: skip
+    parser.add_argument("--method", choices=("auto", *METHODS), default="auto",
+                        help="greedy: Caruana's selection on the competition's metric; weights: the average with the "
+                        "lowest log loss; logit: pooled log-probabilities, lowest log loss; auto (default): whichever "
+                        "of them scores best out of fold on the competition's metric")  # fmt: skip
     return parser.parse_args()
 
 

@@ -16,7 +16,7 @@ from scipy.optimize import minimize
 from sklearn.metrics import accuracy_score, log_loss
 
 Fit = Callable[[np.ndarray, np.ndarray], np.ndarray]  # (members (M, N, K), labels (N,)) -> weights (M,)
-METHODS = ("greedy", "weights")
+METHODS = ("greedy", "weights", "logit")
 GREEDY_ROUNDS = 50  # members added (with replacement): weights in steps of 1/50 at the finest
 PROB_EPS = 1e-15  # as sklearn's log loss clips
 
@@ -26,9 +26,9 @@ def competition_metric(sample_kind: str) -> str:
     return "log_loss" if sample_kind == "probs" else "accuracy"
 
 
-def blend_probs(members: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """The weighted average (N, K) of `members` (M, N, K)."""
-    return np.tensordot(weights, members, axes=1)
+def blend_probs(members: np.ndarray, weights: np.ndarray, method: str = "weights") -> np.ndarray:
+    """The blend (N, K) of `members` (M, N, K): their weighted average, or for `logit` their pooled log-probabilities."""
+    return pool_logits(members, weights) if method == "logit" else np.tensordot(weights, members, axes=1)
 
 
 def score_probs(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
@@ -40,25 +40,19 @@ def score_probs(probs: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     }
 
 
-def _ranking(metric: str) -> Callable[[np.ndarray, np.ndarray], tuple[float, float]]:
-    """Lower is better: log loss; or the error rate, ties broken by log loss."""
-
-    def rank(probs: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
-        scores = score_probs(probs, labels)
-        first = scores["log_loss"] if metric == "log_loss" else 1 - scores["accuracy"]
-        return first, scores["log_loss"]
-
-    return rank
+def rank_probs(probs: np.ndarray, labels: np.ndarray, metric: str) -> tuple[float, float]:
+    """Lower is better: (log loss, log loss); or (error rate, log loss), ties on `metric` broken by log loss."""
+    scores = score_probs(probs, labels)
+    return (scores["log_loss"] if metric == "log_loss" else 1 - scores["accuracy"]), scores["log_loss"]
 
 
 def greedy_weights(members: np.ndarray, labels: np.ndarray, *, metric: str, rounds: int = GREEDY_ROUNDS) -> np.ndarray:
     """Caruana's ensemble selection: add, `rounds` times, the member (repeats allowed) that most improves
     `metric` of the running average; the weights are the counts of the best prefix."""
-    rank = _ranking(metric)
     counts, total = np.zeros(len(members)), np.zeros(members.shape[1:])
     best, best_counts = (np.inf, np.inf), None
     for added in range(1, rounds + 1):
-        trials = [rank((total + m) / added, labels) for m in members]
+        trials = [rank_probs((total + m) / added, labels, metric) for m in members]
         pick = min(range(len(members)), key=trials.__getitem__)
         counts[pick] += 1
         total += members[pick]
@@ -82,16 +76,49 @@ def log_loss_weights(members: np.ndarray, labels: np.ndarray) -> np.ndarray:
     return weights / weights.sum()
 
 
+def log_probs(members: np.ndarray) -> np.ndarray:
+    return np.log(np.clip(members, PROB_EPS, None))
+
+
+def pool_logits(members: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The softmax of the weighted sum of log-probabilities (N, K): a weighted geometric mean, sharpened
+    (weights summing above 1) or softened (below 1)."""
+    logits = np.tensordot(weights, log_probs(members), axes=1)
+    logits -= logits.max(1, keepdims=True)
+    probs = np.exp(logits)
+    return probs / probs.sum(1, keepdims=True)
+
+
+def logit_weights(members: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Non-negative weights, their sum free (it calibrates the blend's confidence), whose `pool_logits`
+    has the lowest log loss: a convex problem, solved by scipy's L-BFGS-B."""
+    logs = log_probs(members)  # (M, N, K)
+    true = logs[:, np.arange(members.shape[1]), labels]  # (M, N)
+
+    def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+        p = pool_logits(members, w)
+        expected = np.einsum("nk,mnk->mn", p, logs)  # each member's log-probability averaged under the blend
+        return -float(np.log(np.clip(p[np.arange(len(labels)), labels], PROB_EPS, None)).mean()), (expected - true).mean(1)
+
+    m = len(members)
+    found = minimize(loss, np.full(m, 1 / m), jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * m)
+    return found.x
+
+
 def make_fit(method: str, metric: str) -> Fit:
     """The weight finder called `method` (one of `METHODS`)."""
     if method == "greedy":
         return lambda members, labels: greedy_weights(members, labels, metric=metric)
     if method == "weights":
         return log_loss_weights
+    if method == "logit":
+        return logit_weights
     raise ValueError(f"unknown blend method {method!r}; choose one of {', '.join(METHODS)}")
 
 
-def nested_blend(members: np.ndarray, labels: np.ndarray, folds: np.ndarray, fit: Fit) -> tuple[np.ndarray, dict]:
+def nested_blend(
+    members: np.ndarray, labels: np.ndarray, folds: np.ndarray, fit: Fit, method: str = "weights"
+) -> tuple[np.ndarray, dict]:
     """Blended out-of-fold probabilities (N, K), each fold's rows blended with weights fit on the other
     folds' rows; and those weights per fold. Needs at least two folds."""
     blended = np.zeros(members.shape[1:])
@@ -99,6 +126,6 @@ def nested_blend(members: np.ndarray, labels: np.ndarray, folds: np.ndarray, fit
     for fold in np.unique(folds):
         held = folds == fold
         weights = fit(members[:, ~held], labels[~held])
-        blended[held] = blend_probs(members[:, held], weights)
+        blended[held] = blend_probs(members[:, held], weights, method)
         per_fold[int(fold)] = weights
     return blended, per_fold
