@@ -9,9 +9,11 @@ same classes and the same test ids; otherwise the blend stops, naming the experi
 and writes nothing.
 
 The weights (`--method greedy`: Caruana's greedy selection with replacement on the competition's
-metric; `weights`: the non-negative weighted average with the lowest log loss, see
-`kagglecv.ensemble`) are fit out of fold: fold k's rows are blended with weights fit on the other
-folds' rows, so `blend.cv.*` estimates the blend on unseen images. The submission uses the weights
+metric; `weights`: the non-negative weighted average with the lowest log loss; `logit`: non-negative
+weights on the log-probabilities with the lowest log loss; see `kagglecv.ensemble`) are fit out of
+fold: fold k's rows are blended with weights fit on the other folds' rows, so `blend.cv.*` estimates
+the blend on unseen images. `auto` (the default) tries each and keeps the best out of fold on the
+competition's metric. The submission uses the weights
 fit on every out-of-fold row. Reads the workspace's `data/raw/` (sample submission, solution) and
 `params.yaml` (`data.layout`). Writes `submissions/blend.csv` (checked like `predict`'s
 submission), `predictions/blend_oof.csv` (as `oof.csv`) and `metrics/blend.json`

@@ -1,10 +1,12 @@
 """Blend weights for several experiments' out-of-fold probabilities, fit and scored out of fold.
 
-Two ways to weight M members' probabilities (M, N, K): Caruana et al.'s (2004) greedy forward
-selection with replacement on the competition's metric (`greedy_weights`), and the non-negative
-weighted average, summing to 1, with the lowest log loss (`log_loss_weights`, scipy's SLSQP).
-`nested_blend` fits the weights for each fold on the other folds' rows only, so the blended
-out-of-fold probabilities score the blend as it would do on unseen images, not its in-sample optimum.
+Three ways to weight M members' probabilities (M, N, K): Caruana et al.'s (2004) greedy forward
+selection with replacement on the competition's metric (`greedy_weights`); the non-negative weighted
+average, summing to 1, with the lowest log loss (`log_loss_weights`, scipy's SLSQP); and non-negative
+weights on the log-probabilities, their sum free, with the lowest log loss (`logit_weights`: a
+weighted geometric mean that also calibrates the blend's confidence). `nested_blend` fits the
+weights for each fold on the other folds' rows only, so the blended out-of-fold probabilities score
+the blend as it would do on unseen images, not its in-sample optimum.
 """
 
 from __future__ import annotations
