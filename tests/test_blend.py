@@ -184,7 +184,8 @@ def test_blend_of_dvc_experiments_by_name(tmp_path: Path) -> None:
     sh(project, "dvc", "exp", "run", "-q", "-n", "second-seed", "-S", "seeds=[7]")
     sh(project, sys.executable, "-m", "kagglecv.blend", "HEAD", "second-seed")
     figures = json.loads((project / "metrics/blend.json").read_text())["blend"]
-    assert list(figures["weights"]) == ["HEAD", "second-seed"] and sum(figures["weights"].values()) == pytest.approx(1.0, abs=1e-3)
+    assert list(figures["weights"]) == ["HEAD", "second-seed"] and min(figures["weights"].values()) >= 0
+    assert figures["cv"] == figures["methods"][figures["method"]]["cv"]
     assert figures["members"]["HEAD"]["cv"] != figures["members"]["second-seed"]["cv"]
     assert set(figures["leaderboard"]) == {"accuracy"}
     assert (project / "submissions/blend.csv").exists()
