@@ -22,7 +22,7 @@ from kagglecv.losses import build_loss, build_mixup
 from kagglecv.optim import LrSchedule, build_ema, build_optimizer
 from kagglecv.params import Params, ParamsError
 from kagglecv.resume import read_rng_state, write_rng_state
-from kagglecv.stopping import EarlyStopping
+from kagglecv.stopping import EarlyStopping, average_states
 from kagglecv.tta import IDENTITY, apply_view
 
 Batches = Iterable[tuple[torch.Tensor, torch.Tensor]]  # a DataLoader or anything with len() and iter()
@@ -97,6 +97,7 @@ class FitConfig:
     ema_decay: float
     patience: int
     monitor: str  # valid_loss | valid_accuracy | metric; auto, unresolved for a task (fold_training.resolve_monitor): the loss
+    soup: int  # best epochs whose weights are averaged into the model; 1: the best epoch's
     compile: bool
 
 
@@ -331,7 +332,8 @@ def fit(
     """
     if config.monitor == "metric" and score is None:
         raise ValueError("monitor: metric needs a score function")
-    stopper = EarlyStopping(patience=config.patience, mode="min" if config.monitor in ("valid_loss", "auto") else "max")
+    stopper = EarlyStopping(patience=config.patience, mode="min" if config.monitor in ("valid_loss", "auto") else "max",
+                            keep=config.soup)  # fmt: skip
     history, start = [], 0
     if resume:
         entries, start = restore(trainer, stopper, resume)
@@ -360,5 +362,10 @@ def fit(
         )  # fmt: skip
         history.append(log)
         on_epoch(log, lambda: snapshot(trainer, stopper, [dataclasses.asdict(h) for h in history], epoch + 1))
+    if len(stopper.kept) > 1:  # a soup of the best epochs: its own weights, and its own held-out probabilities
+        soup = average_states([state for _, _, state in stopper.kept])
+        trainer.eval_model.load_state_dict(soup)
+        probs = predict_probs(trainer.eval_model, valid_batches(), precision=precision, mean=mean, std=std)
+        return FitResult(stopper.best_epoch, soup, probs, history, trainer.eval_model)
     trainer.eval_model.load_state_dict(stopper.best_state)
     return FitResult(stopper.best_epoch, stopper.best_state, stopper.best_probs, history, trainer.eval_model)

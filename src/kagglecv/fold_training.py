@@ -131,9 +131,12 @@ def train_fold(
     store: ResumeStore,
     *,
     on_epoch: Callable[..., None],
+    run: int = 0,
 ) -> dict:
-    """Train (or resume, or reuse) fold `fold`; return its best epoch, weights, OOF probs and history."""
-    saved = store.read(fold)
+    """Train (or resume, or reuse) fold `fold`; return its best epoch, weights, OOF probs and history.
+
+    `run`: which of the fold's seeds (`params.seed` is that seed), kept apart in the resume store."""
+    saved = store.read(fold, run)
     if saved is not None and saved["finished"]:
         log.info("fold %d: finished by an earlier, interrupted run; reusing its results", fold)
         for entry in saved["history"]:
@@ -159,7 +162,7 @@ def train_fold(
 
     def epoch_done(entry: EpochLog, state: Callable[[], dict]) -> None:
         if distributed.is_main():
-            store.write(fold, {"finished": False, **state()})  # first, so an interrupted run resumes after it
+            store.write(fold, {"finished": False, **state()}, run)  # first, so an interrupted run resumes after it
         on_epoch(entry)
 
     mean, std = torch.tensor(setup.mean), torch.tensor(setup.std)
@@ -182,7 +185,7 @@ def train_fold(
         "history": [dataclasses.asdict(h) for h in result.history],
     }  # fmt: skip
     if distributed.is_main():
-        store.write(fold, done)
+        store.write(fold, done, run)
     return done
 
 

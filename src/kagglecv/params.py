@@ -74,12 +74,21 @@ class EmaParams:
 
 
 @dataclass(frozen=True)
+class PseudoLabelParams:
+    """Test images added to every fold's training part with the labels an earlier run predicted (`pseudo_label:`)."""
+
+    source: str = ""  # "": off; a revision (experiment, branch, tag, commit) whose predictions/test_probs.csv labels them
+    threshold: float = field(default=0.99, metadata=_range(gt=0.0, le=1.0))  # the top class probability needed
+
+
+@dataclass(frozen=True)
 class Params:
     """Everything in `params.yaml`. Top-level keys are the everyday knobs (`dvc exp run -S lr=…`).
 
     Every default is the value params.yaml ships, so a key left out of the file means the shipped recipe."""
 
     seed: int = 42
+    seeds: int | list[int] = field(default=1, metadata=_range(ge=1))  # training runs per fold, averaged: a count or the seeds
     task: Literal["auto", "multiclass", "multilabel", "binary", "ordinal"] = "auto"  # auto: from the labels
     metric: str = "auto"  # the competition's metric (kagglecv.metrics); auto: the task's natural one
     n_folds: int = field(default=5, metadata=_range(ge=2))
@@ -110,6 +119,7 @@ class Params:
     ema: EmaParams = EmaParams()
     patience: int = field(default=6, metadata=_range(ge=0))  # epochs without improvement
     monitor: Literal["auto", "valid_loss", "valid_accuracy", "metric"] = "auto"  # auto: see kagglecv.tasks
+    soup: int = field(default=1, metadata=_range(ge=1))  # a fold's model: the average of its `soup` best epochs' weights
     amp: Literal["auto", "on", "off", "bf16", "fp16"] = "auto"  # auto: on with CUDA, off on CPU
     channels_last: bool = True
     compile: bool = False  # torch.compile the model
@@ -119,13 +129,21 @@ class Params:
     devices: int | Literal["auto"] = field(default=1, metadata=_range(ge=1))  # auto: every GPU
     tta: list[str] = field(default_factory=list)  # extra test-time views: hflip, vflip, shift:DX:DY
     data: DataParams = DataParams()
+    pseudo_label: PseudoLabelParams = PseudoLabelParams()
     augment: Augment | Literal["auto"] = field(default_factory=lambda: [
         {"Affine": {"translate_px": {"x": [-2, 2], "y": [-2, 2]}, "p": 1.0}}])  # training; auto: chosen by img_size
     augment_test: Augment = field(default_factory=list)  # deterministic, before every prediction
 
 
+def training_seeds(params: Params) -> list[int]:
+    """The seeds each fold trains with: `seeds` as listed, or a count of them from `seed` on (1: `seed` alone)."""
+    return list(params.seeds) if isinstance(params.seeds, list) else [params.seed + i for i in range(params.seeds)]
+
+
 def _check_together(params: Params, errors: list[str]) -> None:
     """Rules that involve more than one key."""
+    if isinstance(params.seeds, list) and (not params.seeds or len(set(params.seeds)) != len(params.seeds)):
+        errors.append(f"seeds: {params.seeds} must list at least one seed, each once (or give a count, e.g. 3)")
     if params.mixup.enabled and params.batch_size % 2:
         errors.append(f"batch_size: {params.batch_size} must be even when mixup is on (timm's Mixup pairs images)")
 

@@ -45,6 +45,10 @@ class Paths:
         return self.root / "predictions/oof.csv"
 
     @property
+    def pseudo_labels(self) -> Path:
+        return self.root / "predictions/pseudo_labels.csv"
+
+    @property
     def live(self) -> Path:
         return self.root / "dvclive"
 
@@ -115,6 +119,18 @@ class Paths:
         return self.root / "metrics/predict.json"
 
     # outside the pipeline
+    @property
+    def blend_submission(self) -> Path:
+        return self.root / "submissions/blend.csv"
+
+    @property
+    def blend_oof(self) -> Path:
+        return self.root / "predictions/blend_oof.csv"
+
+    @property
+    def blend_metrics(self) -> Path:
+        return self.root / "metrics/blend.json"
+
     @property
     def lr_find_plot(self) -> Path:
         return self.root / "plots/lr_find.png"

@@ -92,18 +92,19 @@ def code_hashes(module: str = "kagglecv.stages.train") -> dict[str, str]:
 
 
 class ResumeStore:
-    """`<root>/<key>/fold<k>.pt`: one file per fold, replaced atomically. With `code` (`code_hashes`), a
-    fold's state made by other code is not read back (the log says which files differ)."""
+    """`<root>/<key>/fold<k>.pt`: one file per fold (`fold<k>-<r>.pt` for its r-th extra seed), replaced
+    atomically. With `code` (`code_hashes`), a fold's state made by other code is not read back (the log
+    says which files differ)."""
 
     def __init__(self, key: str, root: Path, code: dict[str, str] | None = None) -> None:
         self.dir = Path(root) / key
         self.code = code
 
-    def path(self, fold: int) -> Path:
-        return self.dir / f"fold{fold}.pt"
+    def path(self, fold: int, run: int = 0) -> Path:
+        return self.dir / (f"fold{fold}.pt" if run == 0 else f"fold{fold}-{run}.pt")
 
-    def read(self, fold: int) -> dict | None:
-        path = self.path(fold)
+    def read(self, fold: int, run: int = 0) -> dict | None:
+        path = self.path(fold, run)
         if not path.exists():
             return None
         state = torch.load(path, map_location="cpu", weights_only=False)
@@ -116,8 +117,8 @@ class ResumeStore:
             return None
         return state
 
-    def write(self, fold: int, state: dict) -> None:
-        write_checkpoint(self.path(fold), state if self.code is None else {**state, "code": self.code})
+    def write(self, fold: int, state: dict, run: int = 0) -> None:
+        write_checkpoint(self.path(fold, run), state if self.code is None else {**state, "code": self.code})
 
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)

@@ -86,8 +86,14 @@ def measure_shift(
     return round(largest, 4)
 
 
+def _fold_and_seed(path: Path) -> tuple[int, int]:
+    """`fold3.pt` -> (3, 0); `fold3-2.pt`, the fold's model from its third seed, -> (3, 2)."""
+    fold, _, run = path.stem.removeprefix("fold").partition("-")
+    return int(fold), int(run or 0)
+
+
 def read_checkpoints(models_dir: Path) -> list[dict]:
-    paths = sorted(models_dir.glob("fold*.pt"), key=lambda p: int(p.stem.removeprefix("fold")))
+    paths = sorted(models_dir.glob("fold*.pt"), key=_fold_and_seed)
     if not paths:
         raise CompetitionError(f"{models_dir} has no fold checkpoints: run 'dvc repro train' first")
     checkpoints = []

@@ -1,14 +1,19 @@
 """Stage `train`: one model per fold, trained on the other folds, early-stopped on its own.
 
-Reads params: the training knobs (`seed`, `model`, `pretrained`, `img_size`, `epochs`, `lr`, …,
-`augment`, `augment_test`, `tta`, `devices`, `task`, `metric`, `data.layout`, `data.channels`); files:
-`data/raw/`, `data/folds.csv`. Writes: `models/fold<k>.pt` (self-describing checkpoints, with the task),
+Reads params: the training knobs (`seed`, `seeds`, `soup`, `pseudo_label`, `model`, `pretrained`, `img_size`,
+`epochs`, `lr`, …, `augment`, `augment_test`, `tta`, `devices`, `task`, `metric`, `data.layout`, `data.channels`);
+files: `data/raw/`, `data/folds.csv`. Writes: `models/fold<k>.pt` (self-describing checkpoints, with the task),
 `predictions/oof.csv` (out-of-fold probabilities per class, or per label of a multilabel task (a
-sigmoid each), averaged over the `tta` views), `dvclive/fold<k>/` (per-epoch
+sigmoid each), averaged over the `tta` views and the `seeds`), `dvclive/fold<k>/` (per-epoch
 curves), `plots/augmented.png` (a training batch after augmentation), `metrics/train.json` (the
 headline `dvc exp show` lists: `train.minutes`, and the epoch plan: `train.epochs` each fold could
 train, `train.time_limit`, `train.cut`) and `metrics/train_folds.json` (per fold: epochs run, best
 epoch, validation accuracy, seconds, images/s).
+
+`seeds` trains each fold once per seed (`models/fold<k>-<r>.pt` beside `fold<k>.pt`) and averages
+their out-of-fold probabilities; `soup` makes a fold's model the average of its best epochs' weights
+(`kagglecv.engine.fit`); `pseudo_label` adds confidently predicted test images to every fold's
+training part (`kagglecv.pseudo_labels`), listed in `predictions/pseudo_labels.csv`.
 
 With `time_limit` (minutes) set, one epoch of fold 0 is timed first and every fold gets the same
 number of epochs that fits the budget (see `kagglecv.budget`).
@@ -43,11 +48,13 @@ from kagglecv.fold_training import FoldData, TrainSetup, check_names, make_setup
 from kagglecv.images import release_pages
 from kagglecv.loaders import ImageDataset, resident
 from kagglecv.models import ModelError
-from kagglecv.params import Params, ParamsError, load_params
+from kagglecv.params import Params, ParamsError, load_params, training_seeds
 from kagglecv.paths import Paths
 from kagglecv.pictures import write_image_grid
 from kagglecv.progress import format_seconds
+from kagglecv.pseudo_labels import choose_pseudo_labels, with_pseudo_labels
 from kagglecv.resume import ResumeStore, code_hashes, resume_key
+from kagglecv.revisions import RevisionError
 from kagglecv.runtime import WorkspaceBusy, main_of, use_deterministic_algorithms, workspace_lock
 from kagglecv.tasks import Task
 from kagglecv.transforms import TransformError, build_transforms, resolve_augment
@@ -65,12 +72,15 @@ def run(params: Params, paths: Paths = Paths(), *, only_folds: set[int] | None =
     check_names(params)  # before any data is read
     use_deterministic_algorithms(params.deterministic)
     params, competition, data = read_training_set(params, paths)
-    classes, images, labels = data.task.classes, data.images, data.labels
-    setup = make_setup(params, images, len(classes))
+    classes, n_train = data.task.classes, len(data.images)
+    setup = make_setup(params, data.images, len(classes))  # normalised by the training images' statistics
+    pseudo = choose_pseudo_labels(params, paths, competition, data.task)
+    data = with_pseudo_labels(data, pseudo, competition, params)  # appended at fold -1: trained on, never validated
+    images = data.images
     spec = resolve_augment(params.augment, params.img_size)
     if params.loader != "dataloader" and build_batch_transforms(spec) is not None:  # the tensor path
         data = dataclasses.replace(data, train_images=resident(images, setup.precision.device))
-    key = resume_key(dataclasses.asdict(params), images, labels, data.fold_of)
+    key = resume_key(dataclasses.asdict(params), images, data.labels, data.fold_of)
     store = ResumeStore(key, paths.resume, code=code_hashes())  # an edit of the code trains a fold again
     release_pages(images)  # the statistics and the key read every image; batches read only what they use
     n_folds = int(data.fold_of.max()) + 1
@@ -80,34 +90,56 @@ def run(params: Params, paths: Paths = Paths(), *, only_folds: set[int] | None =
     oof = np.zeros((len(images), len(classes)), np.float32)
     summary: dict[str, dict] = {}
     only = only_folds
-    plan = plan_epochs(params, data, setup, folds=len(only) if only else n_folds, started=started, store=store)
+    seeds = training_seeds(params)
+    runs = (len(only) if only else n_folds) * len(seeds)
+    plan = plan_epochs(params, data, setup, folds=runs, started=started, store=store)
     params = dataclasses.replace(params, epochs=plan.epochs)  # every fold alike, so the CV stays comparable
-    clock = EtaClock(len(only) if only else n_folds, params.epochs)
+    clock = EtaClock(runs, params.epochs, runs=len(seeds))
     for fold in range(n_folds):
         if only is not None and fold not in only:
             continue
-        with _live(paths.live / f"fold{fold}") as live:
-            on_epoch = _epoch_logger(live, fold, n_folds, params.epochs, clock)
-            result = train_fold(fold, params, data, setup, store, on_epoch=on_epoch)
-        oof[data.fold_of == fold] = result["oof_probs"]
-        if distributed.is_main():
-            write_checkpoint(paths.models / f"fold{fold}.pt", _checkpoint(params, setup, data.task, images, fold, result))
-        summary[str(fold)] = _fold_summary(result)
+        results = [_train_seed(fold, run, seed, params, data, setup, store, paths, clock, n_folds)
+                   for run, seed in enumerate(seeds)]  # fmt: skip
+        probs = [r["oof_probs"] for r in results]
+        oof[data.fold_of == fold] = probs[0] if len(probs) == 1 else np.mean(probs, axis=0)  # seeds averaged
+        summary[str(fold)] = _fold_summary(results[0])
+        if len(results) > 1:
+            summary[str(fold)]["seeds"] = {str(seed): _fold_summary(r) for seed, r in zip(seeds, results)}
     seconds = time.perf_counter() - started
     headline = {"minutes": round(seconds / 60, 2), **plan.summary(), "img_size": params.img_size, "cache_size": params.cache_size}
+    if params.pseudo_label.source:
+        headline["pseudo_labels"] = len(pseudo)
     detail = {"seconds": round(seconds, 2), "epoch_seconds": plan.epoch_seconds, "folds": summary}
     plan.warn_if_over(seconds)
     if only is not None:
         log.info("folds %s trained into %s; gather every fold's file there and run 'dvc repro'", sorted(only), store.dir)
         return {**headline, **detail}
     if distributed.is_main():
-        write_oof(paths.oof, oof, classes, competition.train_ids, competition.train_labels, data.fold_of)
+        n = n_train  # the pseudo-labelled test images after them have no out-of-fold row
+        write_oof(paths.oof, oof[:n], classes, competition.train_ids, competition.train_labels, data.fold_of[:n])
+        write_csv(paths.pseudo_labels, pseudo[["id", "label", "confidence"]])
         write_json(paths.train_metrics, {"train": headline})
         write_json(paths.train_folds_metrics, {"train": detail})
     distributed.barrier()  # every process is done with the resume state before it goes
     if distributed.is_main():
         store.clear()
     return {**headline, **detail}
+
+
+def _train_seed(
+    fold: int, run: int, seed: int, params: Params, data: FoldData, setup: TrainSetup, store: ResumeStore, paths: Paths,
+    clock: EtaClock, n_folds: int,
+) -> dict:  # fmt: skip
+    """Fold `fold` trained with its `run`-th seed, `seed`; its checkpoint is `models/fold<k>.pt` (first seed) or
+    `models/fold<k>-<run>.pt`, its curves `dvclive/` under the same name."""
+    name = f"fold{fold}" if run == 0 else f"fold{fold}-{run}"
+    params = dataclasses.replace(params, seed=seed)
+    with _live(paths.live / name) as live:
+        on_epoch = _epoch_logger(live, fold, n_folds, params.epochs, clock, fold * clock.runs + run)
+        result = train_fold(fold, params, data, setup, store, on_epoch=on_epoch, run=run)
+    if distributed.is_main():
+        write_checkpoint(paths.models / f"{name}.pt", _checkpoint(params, setup, data.task, data.images, fold, result))
+    return result
 
 
 def write_oof(
@@ -189,8 +221,8 @@ class EtaClock:
     Epochs left are those of the current fold and of every later one: an upper bound, since early
     stopping may end a fold sooner, and exactly 0 once the last epoch is done."""
 
-    def __init__(self, n_folds: int, epochs: int) -> None:
-        self.n_folds, self.epochs = n_folds, epochs
+    def __init__(self, n_folds: int, epochs: int, runs: int = 1) -> None:
+        self.n_folds, self.epochs, self.runs = n_folds, epochs, runs
         self.trained = 0
         self.seconds = 0.0
 
@@ -202,8 +234,9 @@ class EtaClock:
         return self.seconds / self.trained * left
 
 
-def _epoch_logger(live: Live | _NoLive, fold: int, n_folds: int, epochs: int, clock: EtaClock):
-    """One log line per epoch (with an ETA for the whole stage) and dvclive's curves."""
+def _epoch_logger(live: Live | _NoLive, fold: int, n_folds: int, epochs: int, clock: EtaClock, slot: int):
+    """One log line per epoch (with an ETA for the whole stage; `slot`: the fold's place among every fold's seeds)
+    and dvclive's curves."""
     last = [time.perf_counter()]
 
     def on_epoch(e: EpochLog, replayed: bool = False) -> None:
@@ -219,7 +252,7 @@ def _epoch_logger(live: Live | _NoLive, fold: int, n_folds: int, epochs: int, cl
         took, last[0] = now - last[0], now
         if replayed or not distributed.is_main():
             return
-        left = clock.after(fold, e.epoch, took)
+        left = clock.after(slot, e.epoch, took)
         log.info(
             "fold %d/%d epoch %2d/%d  train %.4f %.4f  valid %.4f %.4f%s%s  %.1fs %.0f img/s  eta %s",
             fold + 1, n_folds, e.epoch + 1, epochs, e.train_loss, e.train_accuracy, e.valid_loss, e.valid_accuracy,
@@ -251,7 +284,7 @@ def _run_locked(paths: Paths = Paths()) -> None:
 
 main = main_of(
     _run_locked, ParamsError, CompetitionError, ModelError, TransformError, TTAError, TrainingDiverged,
-    distributed.DevicesError, WorkspaceBusy,
+    distributed.DevicesError, WorkspaceBusy, RevisionError,
 )  # fmt: skip
 
 if __name__ == "__main__":
