@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import logging
 import time
 from pathlib import Path
@@ -30,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from dvclive import Live
-from kagglecv import distributed
+from kagglecv import distributed, parallel
 from kagglecv.artifacts import write_checkpoint, write_csv, write_json
 from kagglecv.budget import plan_epochs
 from kagglecv.data import CompetitionError
@@ -59,6 +60,8 @@ def run(params: Params, paths: Paths = Paths(), *, only_folds: set[int] | None =
     `only_folds`: train just these into the resume store and write no outputs (several machines)."""
     started = time.perf_counter()  # the time budget counts from here
     check_names(params)  # before any data is read
+    asked = params
+    parallel.use_threads(params.parallel.threads)
     use_deterministic_algorithms(params.deterministic)
     params, competition, data = read_training_set(params, paths)
     classes, images, labels = competition.classes, data.images, data.labels
@@ -66,35 +69,41 @@ def run(params: Params, paths: Paths = Paths(), *, only_folds: set[int] | None =
     spec = resolve_augment(params.augment, params.img_size)
     if params.loader != "dataloader" and build_batch_transforms(spec) is not None:  # the tensor path
         data = dataclasses.replace(data, train_images=resident(images, setup.precision.device))
-    store = ResumeStore(resume_key(dataclasses.asdict(params), images, labels, data.fold_of), paths.resume)
+    store = ResumeStore(resume_key(parallel.trained_params(params), images, labels, data.fold_of), paths.resume)
     release_pages(images)  # the statistics and the key read every image; batches read only what they use
     n_folds = int(data.fold_of.max()) + 1
     _log_start(params, setup, images, len(classes), n_folds)
-    if distributed.is_main():
+    if distributed.is_main() and only_folds is None:
         write_augmented_grid(paths.augmented_plot, params, data, classes)
     oof = np.zeros((len(images), len(classes)), np.float32)
     summary: dict[str, dict] = {}
+    states: dict[int, dict] = {}
     only = only_folds
     plan = plan_epochs(params, data, setup, folds=len(only) if only else n_folds, started=started, store=store)
     params = dataclasses.replace(params, epochs=plan.epochs)  # every fold alike, so the CV stays comparable
     clock = EtaClock(len(only) if only else n_folds, params.epochs)
+    if only is None:  # with parallel.folds > 1, workers train the folds into the store first
+        task = functools.partial(train_in_worker, asked, dataclasses.replace(paths, root=paths.root.resolve()))
+        parallel.train_folds(task, range(n_folds), params.parallel, store)
     for fold in range(n_folds):
         if only is not None and fold not in only:
             continue
-        with _live(paths.live / f"fold{fold}") as live:
+        with _live(paths.live / f"fold{fold}") if only is None else _NoLive() as live:
             on_epoch = _epoch_logger(live, fold, n_folds, params.epochs, clock)
             result = train_fold(fold, params, data, setup, store, on_epoch=on_epoch)
         oof[data.fold_of == fold] = result["oof_probs"]
         if distributed.is_main():
             write_checkpoint(paths.models / f"fold{fold}.pt", _checkpoint(params, setup, classes, images, fold, result))
         summary[str(fold)] = _fold_summary(result)
+        if only is not None:
+            states[fold] = result
     seconds = time.perf_counter() - started
     headline = {"minutes": round(seconds / 60, 2), **plan.summary(), "img_size": params.img_size, "cache_size": params.cache_size}
     detail = {"seconds": round(seconds, 2), "epoch_seconds": plan.epoch_seconds, "folds": summary}
     plan.warn_if_over(seconds)
     if only is not None:
         log.info("folds %s trained into %s; gather every fold's file there and run 'dvc repro'", sorted(only), store.dir)
-        return {**headline, **detail}
+        return {**headline, **detail, "states": states}
     if distributed.is_main():
         write_oof(paths.oof, oof, classes, competition.train_ids, competition.train_labels, data.fold_of)
         write_json(paths.train_metrics, {"train": headline})
@@ -103,6 +112,11 @@ def run(params: Params, paths: Paths = Paths(), *, only_folds: set[int] | None =
     if distributed.is_main():
         store.clear()
     return {**headline, **detail}
+
+
+def train_in_worker(params: Params, paths: Paths, fold: int) -> dict:
+    """Train `fold` into the resume store, writing no outputs; its finished state (see `kagglecv.parallel`)."""
+    return run(params, paths, only_folds={fold})["states"][fold]
 
 
 def write_oof(
@@ -152,7 +166,7 @@ def _checkpoint(params: Params, setup: TrainSetup, classes: list[str], images: n
         "img_size": params.img_size, "cache_size": params.cache_size, "classes": classes, "mean": setup.mean, "std": setup.std,
         "augment_test": params.augment_test, "fold": fold, "best_epoch": result["best_epoch"],
         "valid_accuracy": history[result["best_epoch"]]["valid_accuracy"], "ema": params.ema.enabled,
-        "params": dataclasses.asdict(params), "state_dict": result["best_state"],
+        "params": parallel.trained_params(params), "state_dict": result["best_state"],
     }  # fmt: skip
 
 
@@ -232,6 +246,7 @@ def _only_folds() -> set[int] | None:
 main = main_of(
     lambda: distributed.launch_or_run(lambda: run(load_params(), only_folds=_only_folds()), load_params().devices),
     ParamsError, CompetitionError, ModelError, TransformError, TTAError, TrainingDiverged, distributed.DevicesError,
+    parallel.WorkerError,
 )  # fmt: skip
 
 if __name__ == "__main__":
