@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import os
+import subprocess
 import time
 
 import pytest
@@ -26,7 +28,10 @@ def test_two_queued_experiments_run_at_once_and_land_with_their_own_metrics(tmp_
     sh(project, "git", "commit", "-qm", "baseline")
     for lr in ("0.01", "0.02"):
         sh(project, "dvc", "exp", "run", "--queue", "-S", f"lr={lr}")
-    sh(project, "dvc", "queue", "start", "-j", "2")
+    env = {**os.environ, "PYTHONPATH": str(project / "src"), "DVC_NO_ANALYTICS": "1"}
+    # The workers it starts outlive it holding its stdout: so no pipe, or reading it never ends.
+    subprocess.run(["dvc", "queue", "start", "-j", "2"], cwd=project, env=env, check=True, timeout=600,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         deadline = time.monotonic() + 900
         while any(word in sh(project, "dvc", "queue", "status") for word in ("Queued", "Running")):

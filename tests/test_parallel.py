@@ -4,6 +4,7 @@ or killed worker fails the stage naming its fold while the finished folds stay f
 from __future__ import annotations
 
 import dataclasses
+import functools
 import multiprocessing
 import os
 import re
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from kagglecv import parallel
 from kagglecv.params import ParallelParams, ParamsError, load_params
@@ -91,7 +93,7 @@ def failing_task(fold: int) -> dict:
 @pytest.mark.slow
 def test_a_worker_error_fails_the_stage_naming_its_fold_and_keeps_the_finished_ones(tmp_path):
     store = ResumeStore("key", tmp_path)
-    task = parallel.functools.partial(failing_task)
+    task = functools.partial(failing_task)
     with pytest.raises(parallel.WorkerError) as err:
         parallel.train_folds(task, range(3), ParallelParams(folds=2, threads=1), store)
     message = str(err.value)
@@ -183,7 +185,25 @@ def test_ray_is_not_imported_unless_asked_for():
     assert done.stdout.strip() == "False"
 
 
+@pytest.mark.slow
 def test_an_unreachable_ray_address_is_named():
     par = ParallelParams(folds=2, backend="ray", address=f"127.0.0.1:{free_port()}", threads=1)
     with pytest.raises(parallel.WorkerError, match=re.escape(f"parallel.address: '{par.address}': no Ray cluster")):
-        parallel.run_ray(parallel.functools.partial(failing_task), [0], par, 1, deliver=lambda *a: None)
+        parallel.run_ray(functools.partial(failing_task), [0], par, 1, deliver=lambda *a: None)
+
+
+@pytest.mark.slow
+def test_the_stage_run_as_dvc_runs_it_gives_the_same_files(sequential, digits_raw, tmp_path):
+    """`python -m kagglecv.stages.train`: the workers find the stage's functions though it runs as __main__."""
+    (tmp_path / "data").mkdir()
+    os.symlink(digits_raw, tmp_path / "data" / "raw")
+    split.run(PARAMS, Paths(tmp_path))
+    params = yaml.safe_load((REPO / "params.yaml").read_text())
+    params.update(n_folds=3, epochs=2, img_size=8, batch_size=32, patience=5, warmup_epochs=0,
+                  parallel={"folds": 2, "backend": "local", "address": "auto", "threads": 1})  # fmt: skip
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    done = subprocess.run([sys.executable, "-m", "kagglecv.stages.train"], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO / "src")}, timeout=900)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "on 2 local worker(s), 1 thread(s) each" in done.stderr
+    assert outputs(Paths(tmp_path)) == outputs(sequential)

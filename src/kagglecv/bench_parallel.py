@@ -1,6 +1,6 @@
 """The default train stage with folds one after another against folds in parallel, same machine.
 
-    python -m kagglecv.bench_parallel [--repeats 3] [--ray]
+    python -m kagglecv.bench_parallel [--repeats 3] [--ray] [--epochs N]
 
 In a temporary copy of the project (the shipped params.yaml), `dvc repro split` once, then the
 train stage itself (`python -m kagglecv.stages.train`) under each `parallel:` setting, the runs
@@ -15,6 +15,7 @@ CPU results depend on the thread count, so the settings with one thread per fold
 same bytes: after each setting's first run `predict` writes its submission, and the sha256 of
 `predictions/oof.csv`, the models and the submission are recorded. Prints a table and writes
 `benchmarks/parallel.json` (wall seconds per run, medians, ratios against `sequential`, hashes).
+`--epochs N` trains fewer epochs than params.yaml ships: a quick check that the benchmark runs.
 """
 
 from __future__ import annotations
@@ -61,11 +62,11 @@ def _hashes(root: Path) -> dict[str, str]:
     return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in files}
 
 
-def run(repeats: int, settings: dict[str, dict]) -> dict:
+def run(repeats: int, settings: dict[str, dict], overrides: dict | None = None) -> dict:
     """Time every setting `repeats` times (interleaved); their hashes after the first run of each."""
     with tempfile.TemporaryDirectory(prefix="kcv-parallel-") as tmp:
         root = Path(tmp)
-        copy_project(Path.cwd(), root, {})
+        copy_project(Path.cwd(), root, overrides or {})
         env = {**os.environ, "PYTHONPATH": str(root / "src"), "DVC_NO_ANALYTICS": "1"}
         subprocess.run(["dvc", "repro", "split"], cwd=root, env=env, check=True, capture_output=True)
         seconds: dict[str, list[float]] = {name: [] for name in settings}
@@ -83,7 +84,7 @@ def run(repeats: int, settings: dict[str, dict]) -> dict:
     return {
         "date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
         "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpus": torch.cuda.device_count(),
-        "repeats": repeats, "settings": settings, "seconds": seconds, "median_seconds": medians,
+        "repeats": repeats, "overrides": overrides or {}, "settings": settings, "seconds": seconds, "median_seconds": medians,
         "speedup_vs_sequential": {name: round(medians["sequential"] / m, 3) for name, m in medians.items()},
         "hashes": hashes,
     }  # fmt: skip
@@ -104,8 +105,9 @@ def _main() -> None:
     parser = argparse.ArgumentParser(prog="python -m kagglecv.bench_parallel", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ray", action="store_true", help="also time the folds as tasks on a private local Ray cluster")
+    parser.add_argument("--epochs", type=int, help="fewer epochs than params.yaml's: a quick check, not the figures")
     args = parser.parse_args()
-    result = run(args.repeats, {**SETTINGS, **(RAY if args.ray else {})})
+    result = run(args.repeats, {**SETTINGS, **(RAY if args.ray else {})}, {"epochs": args.epochs} if args.epochs else {})
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(format_table(result))
