@@ -207,3 +207,21 @@ def test_the_stage_run_as_dvc_runs_it_gives_the_same_files(sequential, digits_ra
     assert done.returncode == 0, done.stderr[-3000:]
     assert "on 2 local worker(s), 1 thread(s) each" in done.stderr
     assert outputs(Paths(tmp_path)) == outputs(sequential)
+
+
+def test_the_benchmark_table_says_which_settings_gave_the_reference_files():
+    from kagglecv.bench_parallel import format_table
+
+    same, other = {"predictions/oof.csv": "a"}, {"predictions/oof.csv": "b"}
+    result = {
+        "median_seconds": {"sequential": 30.0, "sequential, 1 thread": 40.0, "2 local workers": 20.0},
+        "seconds": {"sequential": [30.0], "sequential, 1 thread": [40.0], "2 local workers": [20.0]},
+        "speedup_vs_sequential": {"sequential": 1.0, "sequential, 1 thread": 0.75, "2 local workers": 1.5},
+        "hashes": {"sequential": other, "sequential, 1 thread": same, "2 local workers": same},
+    }  # fmt: skip
+    rows = format_table(result).splitlines()[2:]
+    assert rows == [
+        "| sequential | 30.0 | 30.0 | 1.00x | no |",
+        "| sequential, 1 thread | 40.0 | 40.0 | 0.75x | yes |",
+        "| 2 local workers | 20.0 | 20.0 | 1.50x | yes |",
+    ]

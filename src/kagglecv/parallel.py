@@ -100,8 +100,8 @@ def run_local(
     """Up to `parallel.folds` worker processes, each pinned to one GPU when there are GPUs; a fold
     at a time to whichever is free. After a failure no new fold starts; the running ones finish.
     Returns the folds finished and one line per failure."""
-    # Forks of one fresh interpreter that imported the task's modules once: no inherited torch threads
-    # or CUDA state, and one import of torch and the stage for every worker (seconds each).
+    # Forks of one fresh interpreter that imported the task's modules: no torch threads or CUDA state
+    # inherited from the stage, and one import of torch and the stage (seconds) for all the workers.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([task.func.__module__])
     gpus = torch.cuda.device_count()
