@@ -67,7 +67,8 @@ def test_the_schedule_is_in_neither_the_resume_key_nor_the_checkpoint():
 
 def test_parallel_folds_with_devices_is_refused(tmp_path):
     path = tmp_path / "params.yaml"
-    path.write_text((REPO / "params.yaml").read_text().replace("devices: 1 ", "devices: 2 ").replace("folds: 1 ", "folds: 2 "))
+    text = (REPO / "params.yaml").read_text()
+    path.write_text(text.replace("devices: 1 ", "devices: 2 ").replace("folds: 1 ", "folds: 2 "))
     with pytest.raises(ParamsError, match=r"parallel.folds: 2 trains each fold in one process; set devices: 1"):
         load_params(path)
 

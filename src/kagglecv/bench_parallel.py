@@ -58,7 +58,8 @@ def _stage(root: Path, module: str) -> float:
 
 
 def _hashes(root: Path) -> dict[str, str]:
-    files = [root / "predictions/oof.csv", *sorted((root / "models").glob("fold*.pt")), root / "submissions/submission.csv"]
+    models = sorted((root / "models").glob("fold*.pt"))
+    files = [root / "predictions/oof.csv", *models, root / "submissions/submission.csv"]
     return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest()[:16] for f in files}
 
 
@@ -84,7 +85,8 @@ def run(repeats: int, settings: dict[str, dict], overrides: dict | None = None) 
     return {
         "date": datetime.date.today().isoformat(), "machine": platform.processor() or platform.machine(),
         "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(), "gpus": torch.cuda.device_count(),
-        "repeats": repeats, "overrides": overrides or {}, "settings": settings, "seconds": seconds, "median_seconds": medians,
+        "repeats": repeats, "overrides": overrides or {}, "settings": settings, "seconds": seconds,
+        "median_seconds": medians,
         "speedup_vs_sequential": {name: round(medians["sequential"] / m, 3) for name, m in medians.items()},
         "hashes": hashes,
     }  # fmt: skip
@@ -104,10 +106,11 @@ def format_table(result: dict) -> str:
 def _main() -> None:
     parser = argparse.ArgumentParser(prog="python -m kagglecv.bench_parallel", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--ray", action="store_true", help="also time the folds as tasks on a private local Ray cluster")
+    parser.add_argument("--ray", action="store_true", help="also the folds as tasks on a private local Ray cluster")
     parser.add_argument("--epochs", type=int, help="fewer epochs than params.yaml's: a quick check, not the figures")
     args = parser.parse_args()
-    result = run(args.repeats, {**SETTINGS, **(RAY if args.ray else {})}, {"epochs": args.epochs} if args.epochs else {})
+    overrides = {"epochs": args.epochs} if args.epochs else {}
+    result = run(args.repeats, {**SETTINGS, **(RAY if args.ray else {})}, overrides)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     print(format_table(result))
