@@ -106,7 +106,7 @@ def format_table(result: dict) -> str:
 def _main() -> None:
     parser = argparse.ArgumentParser(prog="python -m kagglecv.bench_parallel", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--ray", action="store_true", help="also the folds as tasks on a private local Ray cluster")
+    parser.add_argument("--ray", action="store_true", help="also time two Ray tasks on a private local cluster")
     parser.add_argument("--epochs", type=int, help="fewer epochs than params.yaml's: a quick check, not the figures")
     args = parser.parse_args()
     overrides = {"epochs": args.epochs} if args.epochs else {}
