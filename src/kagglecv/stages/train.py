@@ -12,7 +12,9 @@ epoch, validation accuracy, seconds, images/s).
 With `time_limit` (minutes) set, one epoch of fold 0 is timed first and every fold gets the same
 number of epochs that fits the budget (see `kagglecv.budget`).
 
-An interrupted run resumes: see `kagglecv.resume`. With `devices` > 1 the stage relaunches itself
+An interrupted run resumes: see `kagglecv.resume`. With `parallel.folds` > 1, worker processes or
+Ray tasks train the folds into the resume store first and this process gathers them (see
+`kagglecv.parallel`). With `devices` > 1 the stage relaunches itself
 under torchrun and trains data-parallel (see `kagglecv.distributed`). Outside DVC,
 `python -m kagglecv.stages.train --folds 0,2` trains only those folds into the resume store and writes
 no outputs, so folds can train on several machines (docs/training.md).
