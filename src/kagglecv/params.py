@@ -82,6 +82,16 @@ class PseudoLabelParams:
 
 
 @dataclass(frozen=True)
+class ParallelParams:
+    """How many folds train at once, and where (`parallel:` section; see `kagglecv.parallel`)."""
+
+    folds: int = field(default=1, metadata=_range(ge=1))  # 1: one after another in the stage's process
+    backend: Literal["local", "ray"] = "local"  # local: worker processes; ray: Ray tasks
+    address: str = "auto"  # ray: auto (the cluster this machine joined), local (a private one), ray://host:port
+    threads: int = field(default=0, metadata=_range(ge=0))  # torch threads per fold; 0: cores / folds (1 fold: torch's)
+
+
+@dataclass(frozen=True)
 class Params:
     """Everything in `params.yaml`. Top-level keys are the everyday knobs (`dvc exp run -S lr=…`).
 
@@ -127,6 +137,7 @@ class Params:
     num_workers: int = field(default=0, metadata=_range(ge=0))  # dataloader path only
     deterministic: bool = False  # PyTorch's deterministic algorithms (GPU; the CPU path repeats exactly anyway)
     devices: int | Literal["auto"] = field(default=1, metadata=_range(ge=1))  # auto: every GPU
+    parallel: ParallelParams = ParallelParams()
     tta: list[str] = field(default_factory=list)  # extra test-time views: hflip, vflip, shift:DX:DY
     data: DataParams = DataParams()
     pseudo_label: PseudoLabelParams = PseudoLabelParams()
@@ -146,6 +157,9 @@ def _check_together(params: Params, errors: list[str]) -> None:
         errors.append(f"seeds: {params.seeds} must list at least one seed, each once (or give a count, e.g. 3)")
     if params.mixup.enabled and params.batch_size % 2:
         errors.append(f"batch_size: {params.batch_size} must be even when mixup is on (timm's Mixup pairs images)")
+    if params.parallel.folds > 1 and params.devices != 1:
+        errors.append(f"parallel.folds: {params.parallel.folds} trains each fold in one process; set devices: 1 "
+                      f"(devices: {params.devices} splits one fold over several)")  # fmt: skip
 
 
 def load_params(path: Path | str = Paths().params) -> Params:

@@ -18,7 +18,9 @@ training part (`kagglecv.pseudo_labels`), listed in `predictions/pseudo_labels.c
 With `time_limit` (minutes) set, one epoch of fold 0 is timed first and every fold gets the same
 number of epochs that fits the budget (see `kagglecv.budget`).
 
-An interrupted run resumes: see `kagglecv.resume`. With `devices` > 1 the stage relaunches itself
+An interrupted run resumes: see `kagglecv.resume`. With `parallel.folds` > 1, worker processes or
+Ray tasks train the folds into the resume store first and this process gathers them (see
+`kagglecv.parallel`). With `devices` > 1 the stage relaunches itself
 under torchrun and trains data-parallel (see `kagglecv.distributed`). Outside DVC,
 `python -m kagglecv.stages.train --folds 0,2` trains only those folds into the resume store and writes
 no outputs, so folds can train on several machines (docs/training.md).
@@ -29,6 +31,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
+import functools
 import logging
 import math
 import time
@@ -38,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from dvclive import Live
-from kagglecv import distributed
+from kagglecv import distributed, parallel
 from kagglecv.artifacts import write_checkpoint, write_csv, write_json
 from kagglecv.budget import plan_epochs
 from kagglecv.data import CompetitionError
@@ -70,6 +73,8 @@ def run(params: Params, paths: Paths = Paths(), *, only_folds: set[int] | None =
     `only_folds`: train just these into the resume store and write no outputs (several machines)."""
     started = time.perf_counter()  # the time budget counts from here
     check_names(params)  # before any data is read
+    asked = params
+    parallel.use_threads(params.parallel.threads)
     use_deterministic_algorithms(params.deterministic)
     params, competition, data = read_training_set(params, paths)
     classes, n_train = data.task.classes, len(data.images)
@@ -80,31 +85,37 @@ def run(params: Params, paths: Paths = Paths(), *, only_folds: set[int] | None =
     spec = resolve_augment(params.augment, params.img_size)
     if params.loader != "dataloader" and build_batch_transforms(spec) is not None:  # the tensor path
         data = dataclasses.replace(data, train_images=resident(images, setup.precision.device))
-    key = resume_key(dataclasses.asdict(params), images, data.labels, data.fold_of)
+    key = resume_key(parallel.trained_params(params), images, data.labels, data.fold_of)
     store = ResumeStore(key, paths.resume, code=code_hashes())  # an edit of the code trains a fold again
     release_pages(images)  # the statistics and the key read every image; batches read only what they use
     n_folds = int(data.fold_of.max()) + 1
     _log_start(params, setup, images, len(classes), n_folds)
-    if distributed.is_main():
+    if distributed.is_main() and only_folds is None:
         write_augmented_grid(paths.augmented_plot, params, data, competition.train_labels)
     oof = np.zeros((len(images), len(classes)), np.float32)
     summary: dict[str, dict] = {}
+    states: dict[int, dict] = {}
     only = only_folds
     seeds = training_seeds(params)
     runs = (len(only) if only else n_folds) * len(seeds)
     plan = plan_epochs(params, data, setup, folds=runs, started=started, store=store)
     params = dataclasses.replace(params, epochs=plan.epochs)  # every fold alike, so the CV stays comparable
     clock = EtaClock(runs, params.epochs, runs=len(seeds))
+    if only is None:  # with parallel.folds > 1, workers train the folds into the store first
+        task = functools.partial(train_in_worker, asked, dataclasses.replace(paths, root=paths.root.resolve()))
+        parallel.train_folds(task, range(n_folds), params.parallel, store)
     for fold in range(n_folds):
         if only is not None and fold not in only:
             continue
-        results = [_train_seed(fold, run, seed, params, data, setup, store, paths, clock, n_folds)
+        results = [_train_seed(fold, run, seed, params, data, setup, store, paths, clock, n_folds, outputs=only is None)
                    for run, seed in enumerate(seeds)]  # fmt: skip
         probs = [r["oof_probs"] for r in results]
         oof[data.fold_of == fold] = probs[0] if len(probs) == 1 else np.mean(probs, axis=0)  # seeds averaged
         summary[str(fold)] = _fold_summary(results[0])
         if len(results) > 1:
             summary[str(fold)]["seeds"] = {str(seed): _fold_summary(r) for seed, r in zip(seeds, results)}
+        if only is not None:
+            states[fold] = results[0]
     seconds = time.perf_counter() - started
     headline = {"minutes": round(seconds / 60, 2), **plan.summary(), "img_size": params.img_size, "cache_size": params.cache_size}
     if params.pseudo_label.source:
@@ -113,7 +124,7 @@ def run(params: Params, paths: Paths = Paths(), *, only_folds: set[int] | None =
     plan.warn_if_over(seconds)
     if only is not None:
         log.info("folds %s trained into %s; gather every fold's file there and run 'dvc repro'", sorted(only), store.dir)
-        return {**headline, **detail}
+        return {**headline, **detail, "states": states}
     if distributed.is_main():
         n = n_train  # the pseudo-labelled test images after them have no out-of-fold row
         write_oof(paths.oof, oof[:n], classes, competition.train_ids, competition.train_labels, data.fold_of[:n])
@@ -128,18 +139,24 @@ def run(params: Params, paths: Paths = Paths(), *, only_folds: set[int] | None =
 
 def _train_seed(
     fold: int, run: int, seed: int, params: Params, data: FoldData, setup: TrainSetup, store: ResumeStore, paths: Paths,
-    clock: EtaClock, n_folds: int,
+    clock: EtaClock, n_folds: int, *, outputs: bool = True,
 ) -> dict:  # fmt: skip
     """Fold `fold` trained with its `run`-th seed, `seed`; its checkpoint is `models/fold<k>.pt` (first seed) or
-    `models/fold<k>-<run>.pt`, its curves `dvclive/` under the same name."""
+    `models/fold<k>-<run>.pt`, its curves `dvclive/` under the same name; without `outputs` (a fold trained
+    for the resume store only: `--folds`, a worker), neither."""
     name = f"fold{fold}" if run == 0 else f"fold{fold}-{run}"
     params = dataclasses.replace(params, seed=seed)
-    with _live(paths.live / name) as live:
+    with _live(paths.live / name) if outputs else _NoLive() as live:
         on_epoch = _epoch_logger(live, fold, n_folds, params.epochs, clock, fold * clock.runs + run)
         result = train_fold(fold, params, data, setup, store, on_epoch=on_epoch, run=run)
-    if distributed.is_main():
+    if outputs and distributed.is_main():
         write_checkpoint(paths.models / f"{name}.pt", _checkpoint(params, setup, data.task, data.images, fold, result))
     return result
+
+
+def train_in_worker(params: Params, paths: Paths, fold: int) -> dict:
+    """Train `fold` into the resume store, writing no outputs; its finished state (see `kagglecv.parallel`)."""
+    return run(params, paths, only_folds={fold})["states"][fold]
 
 
 def write_oof(
@@ -190,7 +207,7 @@ def _checkpoint(params: Params, setup: TrainSetup, task: Task, images: np.ndarra
         "task": task.kind, "metric": task.metric,
         "augment_test": params.augment_test, "fold": fold, "best_epoch": result["best_epoch"],
         "valid_accuracy": history[result["best_epoch"]]["valid_accuracy"], "ema": params.ema.enabled,
-        "params": dataclasses.asdict(params), "state_dict": result["best_state"],
+        "params": parallel.trained_params(params), "state_dict": result["best_state"],
     }  # fmt: skip
 
 
@@ -284,7 +301,7 @@ def _run_locked(paths: Paths = Paths()) -> None:
 
 main = main_of(
     _run_locked, ParamsError, CompetitionError, ModelError, TransformError, TTAError, TrainingDiverged,
-    distributed.DevicesError, WorkspaceBusy, RevisionError,
+    distributed.DevicesError, WorkspaceBusy, RevisionError, parallel.WorkerError,
 )  # fmt: skip
 
 if __name__ == "__main__":
