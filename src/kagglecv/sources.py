@@ -180,7 +180,7 @@ def _kaggle_failure(err: Exception, competition: str) -> SourceError:
     )
 
 
-def _kaggle_api():
+def kaggle_api():
     """An authenticated `KaggleApi`; credentials stay with the client library, never printed here."""
     with contextlib.redirect_stdout(io.StringIO()):  # the client prints set-up help where we raise one line
         from kaggle.api.kaggle_api_extended import KaggleApi
@@ -202,7 +202,7 @@ def fetch_kaggle(competition: str, out_dir: Path) -> None:
         raise SourceError("data.competition: empty; set it to the competition's slug, e.g. digit-recognizer")
     with tempfile.TemporaryDirectory(prefix=".kaggle-", dir=out_dir.parent) as tmp:
         try:
-            api = _kaggle_api()
+            api = kaggle_api()
             api.competition_download_files(competition, path=tmp, quiet=True)
         except (requests.RequestException, ConnectionError, TimeoutError) as err:
             raise _kaggle_failure(err, competition) from None
