@@ -64,10 +64,11 @@ def append_entry(paths: Paths, entry: Entry) -> None:
     write_scores(paths, entry.public, entry.private)
 
 
-def record_scores(paths: Paths, ref: int, public: float | None, private: float | None) -> None:
-    """Kaggle's scores for submission `ref`, into its journal row, and into metrics/kaggle.json if it is the latest."""
+def record_scores(paths: Paths, ref: int, message: str, public: float | None, private: float | None) -> None:
+    """Kaggle's scores for submission `ref` (`message` tells apart submissions Kaggle gave no ref, 0), into its
+    journal row, and into metrics/kaggle.json if it is the latest."""
     history = read_history(paths)
-    rows = history["ref"].astype(int) == ref
+    rows = (history["ref"].astype(int) == ref) & ((ref != 0) | (history["message"] == message))
     if not rows.any():
         return
     history.loc[rows, "public"] = public

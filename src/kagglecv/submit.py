@@ -49,6 +49,7 @@ log = logging.getLogger("kagglecv.submit")
 POLL_FIRST_S = 5.0  # first wait for Kaggle's score; doubled after each poll up to POLL_MAX_S
 POLL_MAX_S = 60.0
 TIMEOUT_MIN = 20.0  # --wait gives up after this many minutes (--timeout)
+REFRESH_PAGE = 100  # --refresh looks for the journal's submissions among this many of the latest
 
 
 class SubmitError(RuntimeError):
@@ -165,11 +166,15 @@ def poll_delays(timeout_s: float) -> list[float]:
     return delays or [timeout_s]
 
 
-def fetch_submission(api, competition: str, ref: int, message: str):
-    """Kaggle's record of submission `ref` (or, without a ref, the latest with `message`), among the latest 20."""
+def list_submissions(api, competition: str, page_size: int = 20) -> list:
+    """Kaggle's records of the latest `page_size` submissions to `competition`, newest first."""
     with talking_to_kaggle(competition):
-        submissions = api.competition_submissions(competition) or []
-    return next((s for s in submissions if s and (s.ref == ref if ref else s.description == message)), None)
+        return [s for s in api.competition_submissions(competition, page_size=page_size) or [] if s]
+
+
+def find_submission(submissions: list, ref: int, message: str):
+    """Submission `ref` among `submissions` (without a ref: the newest with `message`); None if absent."""
+    return next((s for s in submissions if (s.ref == ref if ref else s.description == message)), None)
 
 
 def wait_for_scores(
@@ -180,7 +185,7 @@ def wait_for_scores(
 
     for delay in poll_delays(timeout_s):
         (sleep or time.sleep)(delay)
-        submission = fetch_submission(api, competition, ref, message)
+        submission = find_submission(list_submissions(api, competition), ref, message)
         if submission is None or submission.status == SubmissionStatus.PENDING:
             log.info("waiting for Kaggle to score submission %s (%.0f s)", ref, delay)
             continue
@@ -219,7 +224,7 @@ def submit(
     if not wait:
         return entry
     public, private = wait_for_scores(api, competition, ref, message, timeout_s=timeout_s, sleep=sleep)
-    record_scores(paths, ref, public, private)
+    record_scores(paths, ref, message, public, private)
     log.info("Kaggle scored submission %s: public %s, private %s, cv.%s %s", ref, public, private, metric, cv.get(metric))
     return dataclasses.replace(entry, public=public, private=private)
 
@@ -230,11 +235,11 @@ def refresh(paths: Paths, api_factory: Callable = kaggle_api) -> int:
     history = read_history(paths)
     with talking_to_kaggle(competition):
         api = api_factory()
-    updated = 0
+    submissions, updated = list_submissions(api, competition, page_size=REFRESH_PAGE), 0
     for ref, message in zip(history["ref"].astype(int), history["message"]):
-        submission = fetch_submission(api, competition, ref, message)
+        submission = find_submission(submissions, ref, message)
         if submission is not None and as_score(submission.public_score) is not None:
-            record_scores(paths, ref, as_score(submission.public_score), as_score(submission.private_score))
+            record_scores(paths, ref, message, as_score(submission.public_score), as_score(submission.private_score))
             updated += 1
     return updated
 
