@@ -7,6 +7,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -258,3 +259,30 @@ def test_the_default_message_names_the_experiment_and_its_commit(tmp_path: Path)
     outside.mkdir()
     (outside / ".git").write_text("not a repository")  # git stops here instead of finding an enclosing repository
     assert submit.describe_workspace(outside) == ("workspace", "")
+
+
+@pytest.mark.slow
+def test_dvc_puts_the_leaderboard_beside_cv(tmp_path: Path) -> None:
+    """metrics/kaggle.json is a metric of dvc.yaml: dvc metrics diff and dvc exp show list kaggle.public after cv."""
+    from kagglecv.journal import write_scores
+    from tests.conftest import make_project
+
+    root = make_project(tmp_path / "project", {})
+    paths = Paths(root)
+    paths.cv_metrics.write_text(json.dumps({"cv": {"accuracy": 0.9937, "macro_f1": 0.9938, "log_loss": 0.0315}}))
+    paths.leaderboard_metrics.write_text(json.dumps({"leaderboard": {"accuracy": 0.99722}}))
+    git(root, "add", "-A")
+    git(root, "commit", "-qm", "scored by cross-validation")
+    write_scores(paths, 0.99722, None)
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "DVC_NO_ANALYTICS": "1", "HOME": str(tmp_path)}
+
+    def dvc(*args: str) -> str:
+        done = subprocess.run([sys.executable, "-m", "dvc", *args], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    diff = json.loads(dvc("metrics", "diff", "--json"))["metrics/kaggle.json"]
+    assert diff["kaggle.public"]["new"] == 0.99722
+    header = dvc("exp", "show", "--csv").splitlines()[0].split(",")
+    metrics = header[header.index("parent") + 1 :][:5]
+    assert metrics == ["cv.accuracy", "cv.macro_f1", "cv.log_loss", "leaderboard.accuracy", "kaggle.public"]

@@ -51,15 +51,16 @@ def read_cv(paths: Paths) -> dict[str, float]:
 def read_history(paths: Paths) -> pd.DataFrame:
     if not paths.submission_history.exists():
         return pd.DataFrame(columns=COLUMNS)
+    scores = ("cv.accuracy", "cv.log_loss", "public", "private")  # blank: none; every other column is text as written
     return pd.read_csv(paths.submission_history, dtype={"experiment": str, "commit": str, "message": str},
-                       keep_default_na=False, na_values={c: [""] for c in ("cv.accuracy", "cv.log_loss", "public", "private")})  # fmt: skip
+                       keep_default_na=False, na_values={c: [""] for c in scores})  # fmt: skip
 
 
 def append_entry(paths: Paths, entry: Entry) -> None:
     """Add `entry` to the journal and make it the latest submission (its scores, none yet, in metrics/kaggle.json)."""
     row = {name.replace("cv_", "cv.", 1): value for name, value in asdict(entry).items()}
-    history = read_history(paths)
-    history = pd.concat([history, pd.DataFrame([row], columns=COLUMNS)], ignore_index=True) if len(history) else pd.DataFrame([row])
+    history, new = read_history(paths), pd.DataFrame([row], columns=COLUMNS)
+    history = pd.concat([history, new], ignore_index=True) if len(history) else new
     write_csv(paths.submission_history, history[COLUMNS])
     write_scores(paths, entry.public, entry.private)
 

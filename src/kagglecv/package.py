@@ -79,7 +79,8 @@ def build_wheel(project: Path, out_dir: Path) -> Path:
         for name in ("pyproject.toml", "README.md"):
             shutil.copy(project / name, Path(tmp) / name)
         shutil.copytree(project / "src", Path(tmp) / "src", ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q", "-w", str(out_dir), tmp]
+        cmd = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
+               "-w", str(out_dir), tmp]  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         raise PackageError(f"building the kagglecv wheel failed: {done.stderr.strip().splitlines()[-1:]}; "
@@ -124,7 +125,8 @@ def write_dataset(paths: Paths, out_dir: Path, *, dataset_id: str, competition: 
     for path in [*checkpoints, paths.params] + ([paths.oof] if paths.oof.exists() else []):
         shutil.copy2(path, out_dir / path.name)
     build_wheel(paths.root, out_dir)
-    add_dependency_wheels(lacking_from_image(importlib.metadata.requires("kagglecv") or [], prediction_imports(paths.root)), out_dir)
+    requirements = importlib.metadata.requires("kagglecv") or []
+    add_dependency_wheels(lacking_from_image(requirements, prediction_imports(paths.root)), out_dir)
     title = f"{competition or 'kagglecv'} kagglecv models"[:50]
     metadata = {"title": title, "id": dataset_id, "licenses": [{"name": "CC0-1.0"}]}
     (out_dir / "dataset-metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")

@@ -17,6 +17,7 @@ import stat
 import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 from urllib.error import URLError
 
 import cv2
@@ -27,6 +28,9 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from kagglecv.data import IMAGE_SUFFIXES
+
+if TYPE_CHECKING:
+    from kaggle.api.kaggle_api_extended import KaggleApi
 
 # The digits competition is fixed, like a real one: its test part does not move with `seed`.
 DIGITS_SPLIT_SEED = 2012
@@ -180,7 +184,7 @@ def _kaggle_failure(err: Exception, competition: str) -> SourceError:
     )
 
 
-def kaggle_api():
+def kaggle_api() -> KaggleApi:
     """An authenticated `KaggleApi`; credentials stay with the client library, never printed here."""
     with contextlib.redirect_stdout(io.StringIO()):  # the client prints set-up help where we raise one line
         from kaggle.api.kaggle_api_extended import KaggleApi

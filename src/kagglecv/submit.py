@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import requests
 
@@ -43,6 +44,10 @@ from kagglecv.runtime import setup_logging
 from kagglecv.sources import SourceError, kaggle_api
 from kagglecv.submission import SubmissionError, print_check, read_reference
 from kagglecv.submission_check import check_submission
+
+if TYPE_CHECKING:
+    from kaggle.api.kaggle_api_extended import KaggleApi
+    from kagglesdk.competitions.types.competition_api_service import ApiSubmission
 
 log = logging.getLogger("kagglecv.submit")
 
@@ -78,7 +83,7 @@ def kaggle_failure(err: requests.RequestException, competition: str) -> SubmitEr
     said = scrub(str(err.args[0]) if err.args else "")
     page = f"https://www.kaggle.com/competitions/{competition}"
     if status is None:
-        return SubmitError(f"cannot reach Kaggle (no network connection): nothing was submitted; connect and run it again")
+        return SubmitError("cannot reach Kaggle (no network connection): nothing was submitted; connect and run it again")
     if status == 401:
         return SubmitError("Kaggle rejected the credentials (HTTP 401): check KAGGLE_USERNAME and KAGGLE_KEY or "
                            "~/.kaggle/kaggle.json, or create a new API token at https://www.kaggle.com/settings")  # fmt: skip
@@ -148,7 +153,7 @@ def check_before_upload(file: Path, paths: Paths) -> str:
     return "accuracy" if sample.kind == "label" else "log_loss"
 
 
-def upload(api, competition: str, file: Path, message: str) -> int:
+def upload(api: KaggleApi, competition: str, file: Path, message: str) -> int:
     """Submit `file`; Kaggle's id of the submission (0 when it names none)."""
     with talking_to_kaggle(competition):
         response = api.competition_submit(str(file), message, competition, quiet=True)
@@ -166,19 +171,20 @@ def poll_delays(timeout_s: float) -> list[float]:
     return delays or [timeout_s]
 
 
-def list_submissions(api, competition: str, page_size: int = 20) -> list:
+def list_submissions(api: KaggleApi, competition: str, page_size: int = 20) -> list[ApiSubmission]:
     """Kaggle's records of the latest `page_size` submissions to `competition`, newest first."""
     with talking_to_kaggle(competition):
         return [s for s in api.competition_submissions(competition, page_size=page_size) or [] if s]
 
 
-def find_submission(submissions: list, ref: int, message: str):
+def find_submission(submissions: list[ApiSubmission], ref: int, message: str) -> ApiSubmission | None:
     """Submission `ref` among `submissions` (without a ref: the newest with `message`); None if absent."""
     return next((s for s in submissions if (s.ref == ref if ref else s.description == message)), None)
 
 
 def wait_for_scores(
-    api, competition: str, ref: int, message: str, *, timeout_s: float, sleep: Callable[[float], None] | None = None
+    api: KaggleApi, competition: str, ref: int, message: str, *, timeout_s: float,
+    sleep: Callable[[float], None] | None = None,
 ) -> tuple[float | None, float | None]:
     """Poll until Kaggle has scored submission `ref`: (public, private) scores. `sleep`: time.sleep unless given."""
     from kagglesdk.competitions.types.submission_status import SubmissionStatus
@@ -190,7 +196,8 @@ def wait_for_scores(
             log.info("waiting for Kaggle to score submission %s (%.0f s)", ref, delay)
             continue
         if submission.status == SubmissionStatus.ERROR:
-            raise SubmitError(f"Kaggle could not score submission {ref}: {submission.error_description or 'no reason given'}")
+            why = submission.error_description or "no reason given"
+            raise SubmitError(f"Kaggle could not score submission {ref}: {why}")
         return as_score(submission.public_score), as_score(submission.private_score)
     raise SubmitError(f"Kaggle has not scored submission {ref} after {timeout_s / 60:.0f} min; it is in "
                       f"submissions/history.csv: run 'python -m kagglecv.submit --refresh' later")  # fmt: skip
@@ -205,7 +212,7 @@ def read_competition_slug(paths: Paths) -> str:
 
 def submit(
     paths: Paths, *, file: Path, message: str | None, wait: bool, timeout_s: float = TIMEOUT_MIN * 60,
-    api_factory: Callable = kaggle_api, sleep: Callable[[float], None] | None = None,
+    api_factory: Callable[[], KaggleApi] = kaggle_api, sleep: Callable[[float], None] | None = None,
 ) -> Entry:  # fmt: skip
     """Check, submit and journal `file`; with `wait`, record Kaggle's scores. Returns the journal entry."""
     competition = read_competition_slug(paths)
@@ -229,7 +236,7 @@ def submit(
     return dataclasses.replace(entry, public=public, private=private)
 
 
-def refresh(paths: Paths, api_factory: Callable = kaggle_api) -> int:
+def refresh(paths: Paths, api_factory: Callable[[], KaggleApi] = kaggle_api) -> int:
     """Fetch Kaggle's scores for every journal entry again; the number of entries updated."""
     competition = read_competition_slug(paths)
     history = read_history(paths)
@@ -252,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=TIMEOUT_MIN, help="minutes --wait waits at most")
     action = parser.add_mutually_exclusive_group()
     action.add_argument("--history", action="store_true", help="print the journal with the cv-vs-public gap")
-    action.add_argument("--refresh", action="store_true", help="fetch the journal's scores again (private ones after close)")
+    action.add_argument("--refresh", action="store_true", help="fetch the journal's scores again (private: after close)")
     args = parser.parse_args(argv)
     setup_logging()
     paths = Paths()
@@ -262,7 +269,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.refresh:
             log.info("%d journal entries scored", refresh(paths))
         else:
-            submit(paths, file=args.file or paths.submission, message=args.message, wait=args.wait, timeout_s=args.timeout * 60)
+            file = args.file or paths.submission
+            submit(paths, file=file, message=args.message, wait=args.wait, timeout_s=args.timeout * 60)
     except (SubmitError, ParamsError, SubmissionError, CompetitionError) as err:
         print(f"error: {scrub(str(err))}", file=sys.stderr)
         return 1
