@@ -88,3 +88,34 @@ def test_the_bundle_reproduces_the_pipelines_submission_without_the_repository(t
     out = sh(project, sys.executable, str(tmp_path / "bundle/kernel/predict.py"), "--input", "data/raw", "--output", "out.csv")
     assert (project / "out.csv").read_bytes() == (project / "submissions/submission.csv").read_bytes(), out
     assert not (project / "models").exists() and not (project / "data/raw/cache").exists()
+
+
+def load_kernel(tmp_path: Path, kaggle_input: Path):
+    """The notebook's script as a module, with Kaggle's input folder at `kaggle_input`."""
+    import importlib.util
+
+    write_kernel(tmp_path / "kernel", owner="someone", competition="digit-recognizer", dataset_id="someone/dr-models")
+    spec = importlib.util.spec_from_file_location("kernel_predict", tmp_path / "kernel/predict.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.KAGGLE_INPUT = kaggle_input
+    return module
+
+
+@pytest.mark.parametrize("mount", ["dr-models", "datasets/someone/dr-models"])
+def test_on_kaggle_the_notebook_finds_the_competition_and_the_bundle_where_kaggle_mounts_them(
+    tmp_path: Path, mount: str
+) -> None:  # fmt: skip
+    kaggle_input = tmp_path / "kaggle/input"
+    kernel = load_kernel(tmp_path, kaggle_input)
+    with pytest.raises(SystemExit, match="no bundle found"):
+        kernel.find_bundle()
+    with pytest.raises(SystemExit, match="'digit-recognizer' is not under"):
+        kernel.find_input()
+    bundle = kaggle_input / mount
+    bundle.mkdir(parents=True)
+    for name in ("kagglecv-0.1.0-py3-none-any.whl", "fold0.pt", "params.yaml"):
+        (bundle / name).touch()
+    (kaggle_input / "digit-recognizer").mkdir()
+    assert kernel.find_bundle() == bundle
+    assert kernel.find_input() == kaggle_input / "digit-recognizer"

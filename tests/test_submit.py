@@ -35,14 +35,18 @@ class FakeKaggle:
         self.requests: list[tuple[str, str, bytes]] = []  # (method, url, body)
         self.auth: set[str] = set()
         self.refuse: tuple[int, str] | None = None  # CreateSubmission answers this (status, message)
+        self.offline = False  # no network: every request fails to connect
+        self.upload_status = 200  # the file upload's answer
         self.listings: list[dict] = [{"ref": 321, "status": "PENDING"}, {"ref": 321, "status": "COMPLETE", "publicScore": "0.99722"}]
 
     def send(self, request: requests.PreparedRequest, **kwargs: object) -> requests.Response:
         body = request.body.read() if hasattr(request.body, "read") else (request.body or b"")
         body = body.encode() if isinstance(body, str) else body
         self.requests.append((request.method, request.url, body))
+        if self.offline:
+            raise requests.ConnectionError(f"Max retries exceeded with url: {request.url}")
         if request.url == UPLOAD_URL:  # a signed URL: no credentials
-            return self.answer(request, 200, {})
+            return self.answer(request, self.upload_status, {})
         self.auth.add(request.headers.get("Authorization", ""))
         name = request.url.removeprefix(SERVICE)
         if name == "StartSubmissionUpload":
@@ -199,6 +203,18 @@ def test_kaggle_errors_become_one_line_that_says_what_to_do(
     assert re.match(message, err.strip()), err
     assert not project.submission_history.exists()  # nothing was submitted, nothing journaled
     assert SECRET not in out + err + caplog.text
+
+
+def test_no_network_or_a_failed_upload_submit_nothing(project: Paths, kaggle: FakeKaggle, capsys) -> None:
+    kaggle.offline = True
+    code, _, err = run_main(capsys)
+    assert code == 1 and err.strip() == ("error: cannot reach Kaggle (no network connection): nothing was submitted; "
+                                         "connect and run it again")  # fmt: skip
+    kaggle.offline, kaggle.upload_status = False, 500
+    code, _, err = run_main(capsys)
+    assert code == 1 and err.strip() == ("error: submissions/submission.csv: the upload to Kaggle did not complete: "
+                                         "nothing was submitted; run it again")  # fmt: skip
+    assert "CreateSubmission" not in kaggle.calls and not project.submission_history.exists()
 
 
 def test_missing_credentials_say_where_to_put_them(project: Paths, kaggle: FakeKaggle, monkeypatch, capsys) -> None:

@@ -127,7 +127,7 @@ def write_dataset(paths: Paths, out_dir: Path, *, dataset_id: str, competition: 
     build_wheel(paths.root, out_dir)
     requirements = importlib.metadata.requires("kagglecv") or []
     add_dependency_wheels(lacking_from_image(requirements, prediction_imports(paths.root)), out_dir)
-    title = f"{competition or 'kagglecv'} kagglecv models"[:50]
+    title = f"{competition} kagglecv models".strip()[:50]
     metadata = {"title": title, "id": dataset_id, "licenses": [{"name": "CC0-1.0"}]}
     (out_dir / "dataset-metadata.json").write_text(json.dumps(metadata, indent=2) + "\n")
     return checkpoints
@@ -150,7 +150,7 @@ def write_kernel(out_dir: Path, *, owner: str, competition: str, dataset_id: str
     out_dir.mkdir(parents=True)
     (out_dir / "predict.py").write_text(source)
     (out_dir / "predict.ipynb").write_text(json.dumps(notebook(source), indent=1) + "\n")
-    title = f"{competition or 'kagglecv'} kagglecv predict"[:50]
+    title = f"{competition} kagglecv predict".strip()[:50]
     metadata = {
         "id": f"{owner}/{slug(title)}", "title": title, "code_file": "predict.ipynb", "language": "python",
         "kernel_type": "notebook", "is_private": True, "enable_gpu": True, "enable_tpu": False, "enable_internet": False,
@@ -166,8 +166,7 @@ def build_bundle(paths: Paths, out_dir: Path, *, owner: str) -> Path:
     competition = params.data.competition
     if not competition:
         log.warning("data.competition is empty: the notebook's metadata names no competition to attach")
-    name = competition or "kagglecv"
-    dataset_id = f"{owner}/{slug(f'{name}-kagglecv-models')}"
+    dataset_id = f"{owner}/{slug(f'{competition} kagglecv models')}"
     if out_dir.exists() and {p.name for p in out_dir.iterdir()} - {"dataset", "kernel"}:
         raise PackageError(f"{out_dir} exists and is not a bundle (it holds more than dataset/ and kernel/): "
                            f"name a new folder")  # fmt: skip

@@ -158,7 +158,7 @@ def upload(api: KaggleApi, competition: str, file: Path, message: str) -> int:
     with talking_to_kaggle(competition):
         response = api.competition_submit(str(file), message, competition, quiet=True)
     if response.message == api.COMPETITION_SUBMIT_UPLOAD_FAILED_MESSAGE:
-        raise SubmitError(f"the upload of {file} to Kaggle did not complete: nothing was submitted; run it again")
+        raise SubmitError(f"{file}: the upload to Kaggle did not complete: nothing was submitted; run it again")
     return int(response.ref or 0)
 
 
