@@ -85,9 +85,11 @@ def test_the_bundle_reproduces_the_pipelines_submission_without_the_repository(t
     assert json.loads((dataset / "dataset-metadata.json").read_text())["id"] == "someone/digit-recognizer-kagglecv-models"
 
     (project / "models").rename(project / "models.away")  # the notebook must use the bundle's models
+    data_before = {p: p.stat().st_mtime_ns for p in (project / "data").rglob("*")}
     out = sh(project, sys.executable, str(tmp_path / "bundle/kernel/predict.py"), "--input", "data/raw", "--output", "out.csv")
     assert (project / "out.csv").read_bytes() == (project / "submissions/submission.csv").read_bytes(), out
-    assert not (project / "models").exists() and not (project / "data/raw/cache").exists()
+    assert not (project / "models").exists()
+    assert {p: p.stat().st_mtime_ns for p in (project / "data").rglob("*")} == data_before  # Kaggle's input is read-only
 
 
 def load_kernel(tmp_path: Path, kaggle_input: Path):
