@@ -302,3 +302,11 @@ def test_dvc_puts_the_leaderboard_beside_cv(tmp_path: Path) -> None:
     header = dvc("exp", "show", "--csv").splitlines()[0].split(",")
     metrics = header[header.index("parent") + 1 :][:5]
     assert metrics == ["cv.accuracy", "cv.macro_f1", "cv.log_loss", "leaderboard.accuracy", "kaggle.public"]
+
+
+def test_the_leaderboard_metric_is_tracked_by_git_while_credentials_stay_ignored() -> None:
+    def ignored(path: str) -> bool:
+        return subprocess.run(["git", "check-ignore", "--no-index", "-q", path], cwd=REPO).returncode == 0
+
+    assert not ignored("metrics/kaggle.json") and (REPO / "metrics/kaggle.json").exists()
+    assert ignored("kaggle.json") and ignored("data/raw/kaggle.json") and ignored("submissions/kaggle.json")

@@ -71,6 +71,10 @@ def kaggle_owner() -> str:
     return name or OWNER_PLACEHOLDER
 
 
+def last_line(text: str) -> str:
+    return (text.strip().splitlines() or ["no output"])[-1]
+
+
 def build_wheel(project: Path, out_dir: Path) -> Path:
     """This package's wheel, built offline from a clean copy of `project`'s sources into `out_dir`."""
     if not (project / "pyproject.toml").is_file():
@@ -83,8 +87,8 @@ def build_wheel(project: Path, out_dir: Path) -> Path:
                "-w", str(out_dir), tmp]  # fmt: skip
         done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
-        raise PackageError(f"building the kagglecv wheel failed: {done.stderr.strip().splitlines()[-1:]}; "
-                           f"'pip install setuptools wheel' and try again")  # fmt: skip
+        raise PackageError(f"building the kagglecv wheel failed ({last_line(done.stderr)}): "
+                           "'pip install setuptools>=70.1' and try again")  # fmt: skip
     return next(out_dir.glob("kagglecv-*.whl"))
 
 
@@ -101,7 +105,7 @@ def prediction_imports(project: Path) -> set[str]:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(project / "src"), os.environ.get("PYTHONPATH", "")])}
     done = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=300)
     if done.returncode != 0:
-        raise PackageError(f"importing kagglecv.stages.predict failed: {done.stderr.strip().splitlines()[-1:]}")
+        raise PackageError(f"importing kagglecv.stages.predict failed ({last_line(done.stderr)}): fix it, then package")
     return set(json.loads(done.stdout))
 
 
