@@ -63,10 +63,12 @@ class SubmitError(RuntimeError):
 
 def secrets() -> list[str]:
     """Every credential value the client may use: never to be shown, even inside Kaggle's own messages."""
+    with contextlib.redirect_stdout(io.StringIO()):  # importing the client authenticates, printing set-up help
+        from kaggle.api.kaggle_api_extended import KaggleApi
     values = [os.environ.get(name, "") for name in ("KAGGLE_KEY", "KAGGLE_API_TOKEN")]
-    config = Path(os.environ.get("KAGGLE_CONFIG_DIR") or Path.home() / ".kaggle") / "kaggle.json"
-    with contextlib.suppress(OSError, ValueError, AttributeError):
-        values.append(str(json.loads(config.read_text()).get("key", "")))
+    for config in {Path(KaggleApi.config), Path.home() / ".kaggle/kaggle.json"}:  # the client's, the SDK's
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            values.append(str(json.loads(config.read_text()).get("key", "")))
     return [v for v in values if len(v) >= 4]
 
 
@@ -80,7 +82,7 @@ def kaggle_failure(err: requests.RequestException, competition: str) -> SubmitEr
     """One line for Kaggle's refusal `err`, and what to do about it."""
     response = getattr(err, "response", None)
     status = getattr(response, "status_code", None)
-    said = scrub(str(err.args[0]) if err.args else "")
+    said = " ".join(scrub(str(err.args[0]) if err.args else "").split())  # one line, whatever Kaggle sent
     page = f"https://www.kaggle.com/competitions/{competition}"
     if status is None:
         return SubmitError("cannot reach Kaggle (no network connection): nothing was submitted; connect and run it again")
