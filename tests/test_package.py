@@ -121,3 +121,6 @@ def test_on_kaggle_the_notebook_finds_the_competition_and_the_bundle_where_kaggl
     (kaggle_input / "digit-recognizer").mkdir()
     assert kernel.find_bundle() == bundle
     assert kernel.find_input() == kaggle_input / "digit-recognizer"
+    kernel.COMPETITION = ""  # packaged without data.competition
+    with pytest.raises(SystemExit, match="names no competition .*: pass --input DIR"):
+        kernel.find_input()
