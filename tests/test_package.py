@@ -29,6 +29,17 @@ def test_only_imported_dependencies_missing_from_kaggles_image_are_bundled() -> 
     requirements = ["torch==2.14.1", "dvc>=3.50,<4", "tqdm>=4.66", "pytest>=8; extra == 'dev'", "pyyaml>=6"]
     assert lacking_from_image(requirements, {"torch", "tqdm", "yaml"}) == []  # dvc is not imported by predict
     assert lacking_from_image(requirements, {"torch", "dvc"}) == ["dvc"]  # imported and not in the image
+    assert lacking_from_image(["opencv_python_headless>=4.9"], {"cv2"}) == []  # names compared as pip does
+
+
+def test_the_wheels_requirements_are_read_from_its_metadata(tmp_path: Path) -> None:
+    import zipfile
+
+    wheel = tmp_path / "kagglecv-0.1.0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as zf:
+        zf.writestr("kagglecv-0.1.0.dist-info/METADATA", "Name: kagglecv\nRequires-Dist: torch==2.14.1\n"
+                    "Requires-Dist: pytest>=8; extra == \"dev\"\n")  # fmt: skip
+    assert package.wheel_requirements(wheel) == ["torch==2.14.1", 'pytest>=8; extra == "dev"']
 
 
 def test_the_kernel_metadata_names_the_competition_and_dataset_internet_off_gpu_on(tmp_path: Path) -> None:

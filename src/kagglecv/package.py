@@ -18,6 +18,7 @@ the same submission as `dvc repro predict`, byte for byte on the same machine.
 from __future__ import annotations
 
 import argparse
+import email
 import importlib.metadata
 import json
 import logging
@@ -27,6 +28,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 from string import Template
 
@@ -92,11 +94,23 @@ def build_wheel(project: Path, out_dir: Path) -> Path:
     return next(out_dir.glob("kagglecv-*.whl"))
 
 
+def canonical(name: str) -> str:
+    """A distribution's name as pip compares them (PEP 503): opencv_python and OpenCV-Python are one."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def wheel_requirements(wheel: Path) -> list[str]:
+    """The Requires-Dist lines of `wheel`'s metadata."""
+    with zipfile.ZipFile(wheel) as zf:
+        metadata = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        return email.message_from_bytes(zf.read(metadata)).get_all("Requires-Dist") or []
+
+
 def lacking_from_image(requirements: list[str], imported: set[str]) -> list[str]:
     """The requirements (distribution names) that the prediction imports and Kaggle's image does not ship."""
     modules = importlib.metadata.packages_distributions()
-    imported_dists = {dist.lower() for module in imported for dist in modules.get(module, [])}
-    names = [re.split(r"[ <>=!~;\[]", r, maxsplit=1)[0].lower() for r in requirements if "extra ==" not in r]
+    imported_dists = {canonical(dist) for module in imported for dist in modules.get(module, [])}
+    names = [canonical(re.split(r"[ <>=!~;\[(]", r, maxsplit=1)[0]) for r in requirements if "extra ==" not in r]
     return sorted(n for n in names if n in imported_dists and n not in KAGGLE_IMAGE)
 
 
@@ -128,8 +142,7 @@ def write_dataset(paths: Paths, out_dir: Path, *, dataset_id: str, competition: 
     out_dir.mkdir(parents=True)
     for path in [*checkpoints, paths.params] + ([paths.oof] if paths.oof.exists() else []):
         shutil.copy2(path, out_dir / path.name)
-    build_wheel(paths.root, out_dir)
-    requirements = importlib.metadata.requires("kagglecv") or []
+    requirements = wheel_requirements(build_wheel(paths.root, out_dir))
     add_dependency_wheels(lacking_from_image(requirements, prediction_imports(paths.root)), out_dir)
     title = f"{competition} kagglecv models".strip()[:50]
     metadata = {"title": title, "id": dataset_id, "licenses": [{"name": "CC0-1.0"}]}
