@@ -30,6 +30,7 @@ def test_only_imported_dependencies_missing_from_kaggles_image_are_bundled() -> 
     assert lacking_from_image(requirements, {"torch", "tqdm", "yaml"}) == []  # dvc is not imported by predict
     assert lacking_from_image(requirements, {"torch", "dvc"}) == ["dvc"]  # imported and not in the image
     assert lacking_from_image(["opencv_python_headless>=4.9"], {"cv2"}) == []  # names compared as pip does
+    assert lacking_from_image(["setuptools>=70.1"], {"_distutils_hack", "setuptools"}) == []  # the image has it
 
 
 def test_the_wheels_requirements_are_read_from_its_metadata(tmp_path: Path) -> None:

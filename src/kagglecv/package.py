@@ -43,7 +43,7 @@ TEMPLATE = Path(__file__).with_name("templates") / "kernel_predict.py.tmpl"
 # Distributions Kaggle's Python image ships (github.com/Kaggle/docker-python); their own dependencies come with them.
 KAGGLE_IMAGE = frozenset({
     "torch", "torchvision", "timm", "albumentations", "opencv-python", "opencv-python-headless", "scikit-learn",
-    "pandas", "numpy", "pyyaml", "tqdm", "pillow", "scipy", "requests", "kaggle",
+    "pandas", "numpy", "pyyaml", "tqdm", "pillow", "scipy", "requests", "kaggle", "setuptools", "pip",
 })  # fmt: skip
 PROBE = "import json, sys, kagglecv.stages.predict; print(json.dumps(sorted({m.split('.')[0] for m in sys.modules})))"
 OWNER_PLACEHOLDER = "INSERT_USERNAME"
