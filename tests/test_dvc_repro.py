@@ -69,7 +69,7 @@ def test_dvc_repro_then_exp_run_reruns_only_downstream_stages(project):
 def test_dvc_yaml_declares_only_the_headline_files_as_metrics_in_leaderboard_order() -> None:
     dvc = yaml.safe_load((REPO / "dvc.yaml").read_text())
     stage_metrics = [next(iter(m)) for stage in dvc["stages"].values() for m in stage.get("metrics", [])]
-    headline = ["metrics/cv.json", "metrics/leaderboard.json", "metrics/train.json", "metrics/predict.json"]
+    headline = ["metrics/cv.json", "metrics/leaderboard.json", "metrics/kaggle.json", "metrics/train.json", "metrics/predict.json"]
     assert stage_metrics + dvc["metrics"] == headline
     outs = {
         path: options for stage in dvc["stages"].values() for out in stage.get("outs", []) if isinstance(out, dict)

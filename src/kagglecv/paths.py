@@ -134,3 +134,11 @@ class Paths:
     @property
     def lr_find_plot(self) -> Path:
         return self.root / "plots/lr_find.png"
+
+    @property
+    def kaggle_metrics(self) -> Path:
+        return self.root / "metrics/kaggle.json"  # the last submission's leaderboard scores (python -m kagglecv.submit)
+
+    @property
+    def submission_history(self) -> Path:
+        return self.root / "submissions/history.csv"  # every submission: experiment, commit, cv and leaderboard

@@ -18,6 +18,7 @@ import tempfile
 import zipfile
 import zlib
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 from urllib.error import URLError
 
 import cv2
@@ -28,6 +29,9 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from kagglecv.data import IMAGE_SUFFIXES
+
+if TYPE_CHECKING:
+    from kaggle.api.kaggle_api_extended import KaggleApi
 
 # The digits competition is fixed, like a real one: its test part does not move with `seed`.
 DIGITS_SPLIT_SEED = 2012
@@ -222,7 +226,7 @@ def _kaggle_failure(err: Exception, competition: str) -> SourceError:
     )
 
 
-def _kaggle_api():
+def kaggle_api() -> KaggleApi:
     """An authenticated `KaggleApi`; credentials stay with the client library, never printed here."""
     with contextlib.redirect_stdout(io.StringIO()):  # the client prints set-up help where we raise one line
         from kaggle.api.kaggle_api_extended import KaggleApi
@@ -244,7 +248,7 @@ def fetch_kaggle(competition: str, out_dir: Path) -> None:
         raise SourceError("data.competition: empty; set it to the competition's slug, e.g. digit-recognizer")
     with tempfile.TemporaryDirectory(prefix=".kaggle-", dir=out_dir.parent) as tmp:
         try:
-            api = _kaggle_api()
+            api = kaggle_api()
             api.competition_download_files(competition, path=tmp, quiet=True)
         except (requests.RequestException, ConnectionError, TimeoutError) as err:
             raise _kaggle_failure(err, competition) from None

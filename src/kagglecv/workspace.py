@@ -10,7 +10,8 @@ from pathlib import Path
 
 import yaml
 
-PROJECT_FILES = ("src", ".dvc", "dvc.yaml", ".dvcignore", ".gitignore", "params.yaml")
+PROJECT_FILES = ("src", ".dvc", "dvc.yaml", ".dvcignore", ".gitignore", "params.yaml", "metrics/kaggle.json",
+                 "pyproject.toml", "README.md")  # fmt: skip
 
 
 def copy_project(src: Path, dest: Path, overrides: dict) -> None:
@@ -19,6 +20,7 @@ def copy_project(src: Path, dest: Path, overrides: dict) -> None:
         if (src / name).is_dir():
             shutil.copytree(src / name, dest / name, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "tmp", "cache"))
         elif (src / name).exists():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy(src / name, dest / name)
     override_params(dest, overrides)
     env = {**os.environ, "GIT_AUTHOR_NAME": "kagglecv", "GIT_AUTHOR_EMAIL": "kagglecv@localhost",
