@@ -93,6 +93,7 @@ def test_the_bundle_reproduces_the_pipelines_submission_without_the_repository(t
     dataset = tmp_path / "bundle/dataset"
     assert sorted(p.name for p in dataset.iterdir()) == [
         "dataset-metadata.json", "fold0.pt", "fold1.pt", "kagglecv-0.1.0-py3-none-any.whl", "oof.csv", "params.yaml",
+        "thresholds.json",
     ]  # fmt: skip
     assert json.loads((dataset / "dataset-metadata.json").read_text())["id"] == "someone/digit-recognizer-kagglecv-models"
 

@@ -48,6 +48,7 @@ from kagglecv.paths import Paths
 from kagglecv.revisions import RevisionError, read_csv_at
 from kagglecv.runtime import main_of
 from kagglecv.scoring import score_submission
+from kagglecv.tasks import task_of
 from kagglecv.submission import (
     SubmissionError,
     make_submission,
@@ -131,7 +132,12 @@ def run(names: list[str], paths: Paths = Paths(), *, method: str = "auto") -> di
     members = [read_member(paths, name) for name in names]
     check_members(members)
     s = stack_members(members)
-    competition = read_competition(paths.raw, load_params(paths.params).data.layout, check_images=False)
+    params = load_params(paths.params)
+    competition = read_competition(paths.raw, params.data.layout, check_images=False, labels_file=params.data.labels_file)
+    task = task_of(params, competition)
+    if task.kind != "multiclass" or task.metric not in ("accuracy", "log_loss"):
+        raise BlendError(f"the blend weighs single-label class probabilities by accuracy or log loss; this competition "
+                         f"is {task.kind}, scored by {task.metric}, which it does not blend")  # fmt: skip
     sample = read_sample_submission(competition.sample_submission)
     metric = competition_metric(sample.kind)
     tried = {m: nested_blend(s.oofs, s.labels, s.folds, make_fit(m, metric), m)[0]

@@ -5,8 +5,8 @@ with the public score (and the private one once the competition has closed) when
 scored it; `metrics/kaggle.json` holds the latest submission's scores (`kaggle.public`,
 `kaggle.private`), so `dvc exp show` and `dvc metrics diff` put the leaderboard beside `cv.*`.
 The gap printed by `python -m kagglecv.submit --history` is the public score minus the
-cross-validation score Kaggle's metric compares with (accuracy for a label submission, log loss
-for a probability one).
+cross-validation score Kaggle's metric compares with (`cv.score`: the competition's metric, the
+first figure of `metrics/cv.json`).
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ class Entry:
     public: float | None
     private: float | None
     message: str
-    metric: str  # the cv column the leaderboard compares with: accuracy | log_loss
+    metric: str  # the competition's metric, which the leaderboard scores: accuracy, log_loss, roc_auc, …
     ref: int  # Kaggle's id of the submission
+    cv_score: float | None = None  # cv.<metric>
 
 
 COLUMNS = [f.name.replace("cv_", "cv.", 1) for f in fields(Entry)]
@@ -51,7 +52,7 @@ def read_cv(paths: Paths) -> dict[str, float]:
 def read_history(paths: Paths) -> pd.DataFrame:
     if not paths.submission_history.exists():
         return pd.DataFrame(columns=COLUMNS)
-    scores = ("cv.accuracy", "cv.log_loss", "public", "private")  # blank: none; every other column is text as written
+    scores = ("cv.accuracy", "cv.log_loss", "public", "private", "cv.score")  # blank: none; every other column is text as written
     return pd.read_csv(paths.submission_history, dtype={"experiment": str, "commit": str, "message": str},
                        keep_default_na=False, na_values={c: [""] for c in scores})  # fmt: skip
 
@@ -87,8 +88,7 @@ def write_scores(paths: Paths, public: float | None, private: float | None) -> N
 def gap_table(history: pd.DataFrame) -> pd.DataFrame:
     """The journal with `gap`: public minus the comparable cross-validation score (blank until scored)."""
     table = history.copy()
-    cv = [row.get(f"cv.{row['metric']}") for _, row in table.iterrows()]
-    table["cv"] = pd.to_numeric(pd.Series(cv, index=table.index), errors="coerce")
+    table["cv"] = pd.to_numeric(table["cv.score"], errors="coerce")
     table["gap"] = pd.to_numeric(table["public"], errors="coerce") - table["cv"]
     columns = ["time", "experiment", "commit", "metric", "cv", "public", "gap", "private", "message"]
     return table[columns]

@@ -3,8 +3,9 @@
 Writes, in place of OUT_DIR (atomically):
 
 - `OUT_DIR/dataset/`, a Kaggle dataset (`kaggle datasets create -p OUT_DIR/dataset`): the fold
-  checkpoints (`fold<k>.pt`), `params.yaml`, `oof.csv` (the out-of-fold predictions `predict`
-  compares the test predictions' class shares with), this package as a wheel, the wheels of the
+  checkpoints (`fold<k>.pt`), `params.yaml`, `thresholds.json` (the decision rule `evaluate` tuned
+  and `predict` applies), `oof.csv` (the out-of-fold predictions `predict` compares the test
+  predictions' class shares with), this package as a wheel, the wheels of the
   dependencies the prediction imports that Kaggle's image lacks, and `dataset-metadata.json`.
 - `OUT_DIR/kernel/`, a Kaggle notebook (`kaggle kernels push -p OUT_DIR/kernel`): `predict.py`,
   `predict.ipynb` (the same code in one cell) and `kernel-metadata.json` naming the competition
@@ -135,12 +136,16 @@ def add_dependency_wheels(names: list[str], out_dir: Path) -> None:
 
 
 def write_dataset(paths: Paths, out_dir: Path, *, dataset_id: str, competition: str) -> list[Path]:
-    """The dataset folder: checkpoints, params, out-of-fold predictions, wheels, metadata. Returns the checkpoints."""
+    """The dataset folder: checkpoints, params, out-of-fold predictions, the decision thresholds `evaluate`
+    tuned, wheels, metadata. Returns the checkpoints."""
     checkpoints = sorted(paths.models.glob("fold*.pt"))
     if not checkpoints:
         raise PackageError(f"{paths.models} has no fold checkpoints: run 'dvc repro train' (or dvc pull) first")
+    if not paths.thresholds.exists():
+        raise PackageError(f"{paths.thresholds} missing (the decision rule predict applies): run 'dvc repro evaluate' first")
     out_dir.mkdir(parents=True)
-    for path in [*checkpoints, paths.params] + ([paths.oof] if paths.oof.exists() else []):
+    oof = [paths.oof] if paths.oof.exists() else []  # the out-of-fold class shares predict compares with
+    for path in [*checkpoints, paths.params, paths.thresholds, *oof]:
         shutil.copy2(path, out_dir / path.name)
     requirements = wheel_requirements(build_wheel(paths.root, out_dir))
     add_dependency_wheels(lacking_from_image(requirements, prediction_imports(paths.root)), out_dir)

@@ -139,12 +139,14 @@ def describe_workspace(root: Path) -> tuple[str, str]:
 
 
 def default_message(experiment: str, commit: str, cv: dict[str, float]) -> str:
-    scores = ", ".join(f"cv.{k} {cv[k]:.4f}" for k in ("accuracy", "log_loss") if k in cv)
+    """`experiment @ commit: ` and the cv figures: the competition's metric (cv.json's first), accuracy, log loss."""
+    scores = ", ".join(f"cv.{k} {cv[k]:.4f}" for k in dict.fromkeys([*list(cv)[:1], "accuracy", "log_loss"]) if k in cv)
     return f"{experiment} @ {commit or 'no commit'}" + (f": {scores}" if scores else "")
 
 
 def check_before_upload(file: Path, paths: Paths) -> str:
-    """Run the submission checker on `file`; raise unless it passes. Returns the cv metric Kaggle's compares with."""
+    """Run the submission checker on `file`; raise unless it passes. Returns the competition's metric: the first
+    figure of metrics/cv.json (`evaluate` puts it first), else accuracy for labels and log loss for probabilities."""
     if not file.is_file():
         raise SubmitError(f"{file} not found: run 'dvc repro predict' first, or name the file with --file")
     sample, classes = read_reference(None, paths)
@@ -152,6 +154,9 @@ def check_before_upload(file: Path, paths: Paths) -> str:
     if not check.ok:
         print_check(check, file, sample)
         raise SubmitError(f"{file} fails the submission checker ({len(check.problems)} problem(s)): nothing was submitted")
+    cv = read_cv(paths)
+    if cv:
+        return next(iter(cv))
     return "accuracy" if sample.kind == "label" else "log_loss"
 
 
@@ -227,7 +232,7 @@ def submit(
     ref = upload(api, competition, file, message)
     entry = Entry(time=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), experiment=experiment, commit=commit,
                   cv_accuracy=cv.get("accuracy"), cv_log_loss=cv.get("log_loss"), public=None, private=None,
-                  message=message, metric=metric, ref=ref)  # fmt: skip
+                  message=message, metric=metric, ref=ref, cv_score=cv.get(metric))  # fmt: skip
     append_entry(paths, entry)
     log.info("submitted %s to %s as %r (submission %s)", file, competition, message, ref)
     if not wait:
