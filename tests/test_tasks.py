@@ -232,3 +232,20 @@ def test_a_certain_sigmoid_in_float32_keeps_the_validation_loss_finite() -> None
     probs = np.array([[1.0, 0.0], [0.0, 1.0]], np.float32)  # saturated sigmoids, as float32 holds them
     loss, accuracy = score_probs(probs, np.array([[1.0, 0.0], [1.0, 1.0]], np.float32))
     assert np.isfinite(loss) and loss > 1.0 and accuracy == 0.75
+
+
+def test_predict_applies_only_the_thresholds_tuned_for_its_task(tmp_path: Path) -> None:
+    import json
+
+    from kagglecv.data import CompetitionError
+    from kagglecv.stages.predict import read_thresholds
+
+    path = tmp_path / "thresholds.json"
+    grades = Task("ordinal", "qwk", ["0", "1", "2"], "label")
+    assert read_thresholds(path, Task("multiclass", "accuracy", ["a", "b", "c"], "label")) == []  # needs none
+    with pytest.raises(CompetitionError, match="thresholds.json missing: run 'dvc repro evaluate' first"):
+        read_thresholds(path, grades)
+    path.write_text(json.dumps({"task": "ordinal", "metric": "qwk", "classes": ["0", "1", "2"], "thresholds": [0.4, 1.6]}))
+    assert read_thresholds(path, grades) == [0.4, 1.6]
+    with pytest.raises(CompetitionError, match="is for another task or metric: run 'dvc repro evaluate' again"):
+        read_thresholds(path, Task("ordinal", "accuracy", ["0", "1", "2"], "label"))

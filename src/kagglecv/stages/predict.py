@@ -39,6 +39,7 @@ from kagglecv.data import CompetitionError
 from kagglecv.engine import Precision, predict_views, select_precision
 from kagglecv.ingest import read_competition
 from kagglecv.loaders import eval_batches
+from kagglecv.metrics import needs_thresholds
 from kagglecv.models import ModelError, build_model
 from kagglecv.params import Params, ParamsError, load_params
 from kagglecv.paths import Paths
@@ -134,8 +135,11 @@ def write_views(path: Path, probs: np.ndarray, ids: list[str], classes: list[str
 
 
 def read_thresholds(path: Path, task: Task) -> list[float]:
-    """The thresholds `evaluate` tuned for `task`; they must be for its task, metric and classes."""
+    """The thresholds `evaluate` tuned for `task`; they must be for its task, metric and classes. A metric
+    that needs none (every multiclass one) does without the file."""
     if not path.exists():
+        if not needs_thresholds(task.metric, task.kind):
+            return []
         raise CompetitionError(f"{path} missing: run 'dvc repro evaluate' first")
     rule = json.loads(path.read_text())
     if (rule.get("task"), rule.get("metric"), rule.get("classes")) != (task.kind, task.metric, task.classes):
