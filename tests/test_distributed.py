@@ -52,7 +52,9 @@ def test_two_nodes_on_the_loopback_interface_train_as_one_machine_with_two_proce
         params.update(n_folds=2, epochs=2, img_size=8, batch_size=32, patience=1, warmup_epochs=0,
                       devices=2 if name == "one_machine" else 1)  # fmt: skip
         (root / "params.yaml").write_text(yaml.safe_dump(params))
-        env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "GLOO_SOCKET_IFNAME": "lo"}
+        # One thread per process in both worlds (torchrun sets it for --nproc-per-node above 1 only): CPU
+        # results depend on the thread count.
+        env = {**os.environ, "PYTHONPATH": str(REPO / "src"), "GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"}
         train = [sys.executable, "-m", "kagglecv.stages.train"]
         if name == "one_machine":
             nodes = [subprocess.Popen(train, cwd=root, env=env, stderr=subprocess.PIPE, text=True)]
