@@ -29,7 +29,7 @@ import yaml
 from sklearn.model_selection import train_test_split
 
 from kagglecv.artifacts import write_json
-from kagglecv.bench_timing import REPORT, machine_description, replace_section
+from kagglecv.bench_timing import REPORT, machine_description, merge_rows, replace_section
 from kagglecv.engine import select_precision
 from kagglecv.workspace import copy_project
 
@@ -136,10 +136,7 @@ def main() -> None:
     machine = machine_description(select_precision("auto"))
     rows = [{**r, "date": machine["date"]} for r in rows]
     if not args.no_write:
-        # A run of some layouts replaces their rows and keeps the others' (each row has its date).
-        kept = json.loads(RESULTS.read_text())["layouts"] if RESULTS.exists() else []
-        ran = {r["layout"] for r in rows}
-        rows = sorted([r for r in kept if r["layout"] not in ran] + rows, key=lambda r: LAYOUTS.index(r["layout"]))
+        rows = merge_rows(RESULTS, "layouts", "layout", rows, LAYOUTS)
         write_json(RESULTS, {"layouts": rows, "machine": machine})
         table = "\n".join(
             f"| `{r['layout']}` | {r['hidden_test_accuracy']} | {r['cv_accuracy']} | {r['img_size']} | {r['seconds']} | {r['date']} |"

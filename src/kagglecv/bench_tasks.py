@@ -36,7 +36,7 @@ from sklearn.model_selection import train_test_split
 
 from kagglecv.artifacts import write_json
 from kagglecv.bench_layouts import read_mnist_sample
-from kagglecv.bench_timing import REPORT, machine_description, replace_section
+from kagglecv.bench_timing import REPORT, machine_description, merge_rows, replace_section
 from kagglecv.engine import select_precision
 from kagglecv.workspace import copy_project
 
@@ -134,9 +134,7 @@ def write_results(rows: list[dict]) -> None:
     """Replace the rows of the tasks run in `benchmarks/tasks.json` (keeping the others') and the BENCHMARKS.md section."""
     machine = machine_description(select_precision("auto"))
     rows = [{"date": machine["date"], **r} for r in rows]
-    kept = json.loads(RESULTS.read_text())["tasks"] if RESULTS.exists() else []
-    ran = {r["task"] for r in rows}
-    rows = sorted([r for r in kept if r["task"] not in ran] + rows, key=lambda r: KINDS.index(r["task"]))
+    rows = merge_rows(RESULTS, "tasks", "task", rows, KINDS)
     write_json(RESULTS, {"tasks": rows, "machine": machine})
     table = "\n".join(
         f"| {r['task']} | {r['images']} | `{r['metric']}` | {r['cv']} | {r['hidden_test']} | {r['gap']} | {r['seconds']} | {r['date']} |"

@@ -10,11 +10,12 @@ is the share of the hardware's time the data path leaves to the model.
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import platform
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from itertools import islice
 from pathlib import Path
 
@@ -119,6 +120,14 @@ def machine_description(precision: Precision) -> dict:
 def figure_table(results: dict, keys: tuple[str, ...]) -> str:
     """The report's table of `results[key]` for each key, in that order."""
     return "| figure | value |\n| --- | --- |\n" + "\n".join(f"| `{k}` | {results[k]} |" for k in keys)
+
+
+def merge_rows(path: Path, name: str, key: str, rows: list[dict], order: Sequence[str]) -> list[dict]:
+    """`rows` with those of `path`'s list `name` whose `key` they do not hold (a run of some cases replaces their
+    rows and keeps the others', each row with its date), ordered by `order`."""
+    kept = json.loads(path.read_text())[name] if path.exists() else []
+    ran = {r[key] for r in rows}
+    return sorted([r for r in kept if r[key] not in ran] + rows, key=lambda r: order.index(r[key]))
 
 
 def replace_section(report_path: Path, name: str, body: str) -> None:
