@@ -1,4 +1,7 @@
-"""Experiments in parallel through DVC's queue: `dvc exp run --queue`, then `dvc queue start -j 2`."""
+"""Experiments in parallel through DVC's queue: `dvc exp run --queue`, then `dvc queue start -j 2`.
+
+The competition is one of image files, so the experiments, each in DVC's own copy of the workspace, must
+find the images the workspace decoded (data/cache/) rather than decode them again."""
 
 from __future__ import annotations
 
@@ -9,8 +12,10 @@ import subprocess
 import time
 
 import pytest
+import yaml
 
-from tests.conftest import make_project
+from kagglecv.bench_photo import write_photo_competition
+from tests.conftest import REPO, make_project
 from tests.test_dvc_repro import TINY, sh
 
 
@@ -22,8 +27,12 @@ def experiments(project) -> list[dict]:
 
 @pytest.mark.slow
 def test_two_queued_experiments_run_at_once_and_land_with_their_own_metrics(tmp_path):
-    project = make_project(tmp_path / "project", TINY)
+    competition = write_photo_competition(tmp_path / "competition", n_train=48, n_test=16, size=40, n_classes=3)
+    data = {**yaml.safe_load((REPO / "params.yaml").read_text())["data"], "source": "local", "path": str(competition)}
+    project = make_project(tmp_path / "project", {**TINY, "data": data})
     sh(project, "dvc", "repro")
+    decoded = sorted(path.name for path in (project / "data/cache").glob("images-*.npy"))
+    assert len(decoded) == 2  # the training and the test images
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "-qm", "baseline")
     for lr in ("0.01", "0.02"):
@@ -49,3 +58,7 @@ def test_two_queued_experiments_run_at_once_and_land_with_their_own_metrics(tmp_
         log = sh(project, "dvc", "queue", "logs", row["Experiment"])
         assert "Stage 'download' didn't change, skipping" in log and "Stage 'split' didn't change, skipping" in log
         assert "Running stage 'train'" in log
+        assert "decoded into" not in log, log  # the images of the workspace's data/cache, not decoded again
+        for name in decoded:
+            assert f"decoded before, in {project.resolve() / 'data/cache' / name}" in log, log
+    assert sorted(path.name for path in (project / "data/cache").glob("images-*.npy")) == decoded

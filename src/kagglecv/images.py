@@ -5,15 +5,15 @@ it and writes it straight into an `.npy` file opened with `numpy.lib.format.open
 returns that file memory-mapped: (N, S, S, C) uint8 that lives in the page cache, not in the
 process's anonymous memory, so a set larger than RAM still trains (batches are gathered from the
 map, see `kagglecv.loaders`). At most one full-resolution image per decoding thread exists at a
-time. The cache is keyed by the files' paths, sizes and modification times, the size and the
-channel count, and written atomically, so an interrupted decode leaves no half file.
+time. The cache is keyed by the files' content (`kagglecv.fingerprints`: a queued experiment's copy of
+the workspace finds it too), the size and the channel count, and written atomically, so an interrupted
+decode leaves no half file.
 `ArrayImages` holds images that arrive as pixels (pixel CSVs, the embedded digits).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import mmap
 import os
@@ -30,6 +30,7 @@ from PIL import Image
 from kagglecv import distributed
 from kagglecv.artifacts import atomic_path, read_cached_array
 from kagglecv.data import CompetitionError, ImageSource
+from kagglecv.fingerprints import files_key
 from kagglecv.params import Params, ParamsError
 from kagglecv.progress import Progress
 
@@ -200,11 +201,7 @@ class FileImages:
         return self._loaded[key]
 
     def _digest(self, *extra: object) -> str:
-        digest = hashlib.sha1(" ".join(map(str, extra)).encode())
-        for path in self.paths:
-            stat = path.stat()
-            digest.update(f"\n{path.resolve()} {stat.st_size} {stat.st_mtime_ns}".encode())
-        return digest.hexdigest()[:16]
+        return files_key(self.paths, self.cache_dir, *extra)
 
     def _load_cached(self, img_size: int, channels: int) -> np.ndarray:
         if self.cache_dir is None:
@@ -213,8 +210,10 @@ class FileImages:
         shape = (len(self.paths), img_size, img_size, channels or None)
         found = read_cached_array(cached, shape, mmap=True)
         if found is not None:
+            log.info("%d images at %dpx: decoded before, in %s", len(self.paths), img_size, cached)
             return found
         self._write_cache(cached, img_size, channels)
+        log.info("%d images at %dpx: decoded into %s", len(self.paths), img_size, cached)
         return np.load(cached, mmap_mode="r")
 
     def _write_cache(self, cached: Path, img_size: int, channels: int) -> None:

@@ -25,7 +25,6 @@ JPEG); the verdicts are cached in `data/cache/` per set of files, so later stage
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import math
 import os
@@ -41,6 +40,7 @@ from PIL import Image, UnidentifiedImageError
 
 from kagglecv.artifacts import read_cached_json, write_json
 from kagglecv.data import Competition, CompetitionError, ImageSource, IngestProblem
+from kagglecv.fingerprints import files_key
 from kagglecv.images import FileImages
 from kagglecv.layouts import LAYOUTS, detect_layout, read_labels_csv
 from kagglecv.progress import Progress
@@ -82,11 +82,7 @@ def check_image(path: Path, max_pixels: int | None = None) -> str | None:
 def find_bad_images(paths: Sequence[Path], cache_dir: Path | None, max_pixels: int | None = None) -> dict[int, str]:
     """Index -> what is wrong, for each of `paths` that does not decode or has more than `max_pixels`;
     cached in `cache_dir`."""
-    digest = hashlib.sha1(f"check_image v2 {max_pixels}".encode())
-    for path in paths:
-        size, mtime = (path.stat().st_size, path.stat().st_mtime_ns) if path.is_file() else (-1, -1)
-        digest.update(f"\n{path.resolve()} {size} {mtime}".encode())
-    cached = cache_dir / f"checked-{digest.hexdigest()[:16]}.json" if cache_dir else None
+    cached = cache_dir / f"checked-{files_key(paths, cache_dir, 'check_image v2', max_pixels)}.json" if cache_dir else None
     if cached is not None and (verdicts := read_cached_json(cached)) is not None:
         return {int(i): reason for i, reason in verdicts.items()}
     verdicts = []

@@ -33,6 +33,7 @@ from kagglecv.data import (
     find_sample_submission,
     read_ids,
 )
+from kagglecv.fingerprints import shared_cache_dir
 from kagglecv.images import ArrayImages, FileImages
 
 TRAIN_DIRS = ("train", "training", "images")
@@ -76,7 +77,7 @@ def _first_dir(root: Path, names: tuple[str, ...]) -> Path | None:
 
 
 def _cache_dir(root: Path) -> Path:
-    return root.parent / CACHE_DIR_NAME
+    return shared_cache_dir(root.parent / CACHE_DIR_NAME)
 
 
 def _solution(root: Path) -> Path | None:
