@@ -35,12 +35,12 @@ def test_the_cache_is_a_read_only_memory_map_written_once(tmp_path: Path) -> Non
     paths = write_jpegs(tmp_path / "img", 30)
     images = FileImages(tuple(paths), tmp_path / "cache").load(img_size=16)
     assert isinstance(images, np.memmap) and images.shape == (30, 16, 16, 3) and not images.flags.writeable
-    cached = list((tmp_path / "cache").iterdir())
-    assert [p.suffix for p in cached] == [".npy"]  # no temporary left beside it
-    mtime = cached[0].stat().st_mtime_ns
+    cached = sorted((tmp_path / "cache").iterdir())
+    assert [p.name[:6] for p in cached] == ["files-", "images"]  # the files' fingerprint, the images; no temporary
+    mtime = cached[1].stat().st_mtime_ns
     again = FileImages(tuple(paths), tmp_path / "cache").load(img_size=16)
     np.testing.assert_array_equal(again, images)
-    assert cached[0].stat().st_mtime_ns == mtime  # read back, not decoded again
+    assert cached[1].stat().st_mtime_ns == mtime  # read back, not decoded again
     np.testing.assert_array_equal(images, decode_images(paths, img_size=16))  # the same pixels as in memory
 
 

@@ -1,6 +1,7 @@
 """The default train stage with folds one after another against folds in parallel, same machine.
 
     python -m kagglecv.bench_parallel [--repeats 3] [--ray] [--epochs N]
+    python -m kagglecv.bench_parallel --queued-copy FOLDER [--repeats 3] [--img-size 128]
 
 In a temporary copy of the project (the shipped params.yaml), `dvc repro split` once, then the
 train stage itself (`python -m kagglecv.stages.train`) under each `parallel:` setting, the runs
@@ -16,6 +17,11 @@ same bytes: after each setting's first run `predict` writes its submission, and 
 `predictions/oof.csv`, the models and the submission are recorded. Prints a table and writes
 `benchmarks/parallel.json` (wall seconds per run, medians, ratios against `sequential`, hashes).
 `--epochs N` trains fewer epochs than params.yaml ships: a quick check that the benchmark runs.
+
+`--queued-copy FOLDER` times instead what a queued experiment pays for the image files under FOLDER
+(a competition's data/raw): decoding them into a fresh cache (what it paid when its copy of the
+workspace had no decode cache) against reading them once to fingerprint them (what it pays now that
+it finds the workspace's), interleaved; writes `benchmarks/queued_copy.json`.
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ from pathlib import Path
 
 import torch
 
+from kagglecv.data import IMAGE_SUFFIXES
+from kagglecv.fingerprints import content_digest
+from kagglecv.images import FileImages
 from kagglecv.workspace import copy_project, override_params
 
 RESULTS = Path("benchmarks/parallel.json")
@@ -103,12 +112,37 @@ def format_table(result: dict) -> str:
     return "\n".join(lines)
 
 
+def queued_copy(folder: Path, repeats: int, img_size: int) -> dict:
+    """Median seconds to decode every image under `folder` into a fresh cache, and to fingerprint them."""
+    paths = tuple(sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES))
+    seconds: dict[str, list[float]] = {"decode": [], "fingerprint": []}
+    for _ in range(repeats):
+        with tempfile.TemporaryDirectory(dir=folder.parent) as cache:
+            start = time.perf_counter()
+            FileImages(paths, Path(cache)).load(img_size=img_size)
+            seconds["decode"].append(time.perf_counter() - start)
+        start = time.perf_counter()
+        content_digest(paths)
+        seconds["fingerprint"].append(time.perf_counter() - start)
+    return {"images": len(paths), "megabytes": round(sum(p.stat().st_size for p in paths) / 1e6), "img_size": img_size,
+            "seconds": seconds, "median_seconds": {k: statistics.median(v) for k, v in seconds.items()},
+            "load_average": os.getloadavg(), "cores": os.cpu_count(), "machine": platform.processor() or platform.machine(),
+            "date": datetime.date.today().isoformat()}  # fmt: skip
+
+
 def _main() -> None:
     parser = argparse.ArgumentParser(prog="python -m kagglecv.bench_parallel", description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--ray", action="store_true", help="also time two Ray tasks on a private local cluster")
     parser.add_argument("--epochs", type=int, help="fewer epochs than params.yaml's: a quick check, not the figures")
+    parser.add_argument("--queued-copy", type=Path, metavar="FOLDER", help="time decoding vs fingerprinting its images")
+    parser.add_argument("--img-size", type=int, default=128, help="--queued-copy: the side to decode to")
     args = parser.parse_args()
+    if args.queued_copy:
+        result = queued_copy(args.queued_copy, args.repeats, args.img_size)
+        (RESULTS.parent / "queued_copy.json").write_text(json.dumps(result, indent=2) + "\n")
+        print(json.dumps(result["median_seconds"]), f"{result['images']} images; written to benchmarks/queued_copy.json")
+        return
     overrides = {"epochs": args.epochs} if args.epochs else {}
     result = run(args.repeats, {**SETTINGS, **(RAY if args.ray else {})}, overrides)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
