@@ -29,11 +29,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from kagglecv.batch_transforms import build_batch_transforms, resize_batch
-from kagglecv.images import release_pages
+from kagglecv.memory import PageBudget, read_blocks
 from kagglecv.transforms import apply_transforms, build_transforms
 
 RESIDENT_SHARE = 0.25  # a training set up to this share of the GPU's memory is copied there once
-RELEASE_BYTES = 256 << 20  # after gathering this much from a memory-mapped set, unmap what was read
 
 BatchOp = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -51,12 +50,14 @@ class ImageDataset(torch.utils.data.Dataset):
         self.labels = labels
         self.transform = transform
         self.size = size
+        self.budget = PageBudget(images)  # each worker process its own copy, for its own mapping
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
         image = np.asarray(self.images[self.rows[i]])
+        self.budget.read(1)
         if self.transform is not None:
             image = self.transform(image=image)["image"]
             if image.ndim == 2:  # some transforms drop a single channel axis
@@ -131,19 +132,16 @@ class TensorBatches:
         n = len(self.rows)
         generator = torch.Generator().manual_seed(self.seed if self.seed is not None else 0)
         order = torch.randperm(n, generator=generator) if self.seed is not None else torch.arange(n)
-        image_bytes = int(np.prod(self.images.shape[1:]))
-        read = 0
+        budget = PageBudget(self.images) if isinstance(self.images, np.ndarray) else None  # a device tensor: no map
         for i in range(len(self)):
             index = order[i * self.batch_size : (i + 1) * self.batch_size]
             rows = self.rows[index.numpy()]
-            read += len(rows) * image_bytes
-            if read >= RELEASE_BYTES:  # keep the resident set to the batches in hand, not the whole cache
-                release_pages(self.images)
-                read = 0
             if self.prepare is not None:
                 x = torch.from_numpy(self.prepare(np.asarray(self.images[rows]))).permute(0, 3, 1, 2).contiguous().to(self.device)
             else:
                 x = gather(self.images, rows, self.device)
+            if budget is not None:  # the rows are copied out: their pages may go
+                budget.read(len(rows))
             if self.augment is not None:
                 x = self.augment(x, generator)
             if self.size is not None:
@@ -159,8 +157,8 @@ def resident(images: np.ndarray, device: torch.device | str) -> np.ndarray | tor
         return images
     out = torch.empty((len(images), images.shape[3], images.shape[1], images.shape[2]), dtype=torch.uint8, device=device)
     step = 1024
-    for start in range(0, len(images), step):
-        out[start : start + step] = gather(images, np.arange(start, min(start + step, len(images))), device)
+    for start, block in zip(range(0, len(images), step), read_blocks(images, step)):
+        out[start : start + len(block)] = gather(block, np.arange(len(block)), device)
     return out
 
 
