@@ -16,7 +16,7 @@ import pytest
 from kagglecv import memory
 from kagglecv.images import FileImages, channel_stats, decode_into
 from kagglecv.loaders import ImageDataset, eval_batches, train_batches
-from kagglecv.memory import MAP_GRANULE, mapped_mb
+from kagglecv.memory import MAP_GRANULE, mapped_mb, read_rows
 from kagglecv.resume import resume_key
 from tests.conftest import REPO
 
@@ -47,23 +47,27 @@ def bound_mb(limit: int, rows: int, row_bytes: int, *, contiguous: bool = False)
     return (limit + rows * row_bytes + 2 * MAP_GRANULE * (1 if contiguous else rows)) / MB
 
 
-def test_training_and_eval_batches_keep_the_budget_of_the_cache_mapped(tmp_path: Path, limit: int) -> None:
+def test_batches_and_single_images_are_read_without_mapping_the_cache(tmp_path: Path) -> None:
     path = tmp_path / "images.npy"
     images = mapped_set(path)
-    batch = 8
-    epoch = train_batches(images, np.zeros(len(images), np.int64), [{"HorizontalFlip": {"p": 0.5}}], batch_size=batch,
+    epoch = train_batches(images, np.zeros(len(images), np.int64), [{"HorizontalFlip": {"p": 0.5}}], batch_size=8,
                           seed=0, fold=0, loader="tensor")  # fmt: skip
-    for batches in (epoch(0), eval_batches(images, rows=np.arange(0, len(images), 2), batch_size=batch)):
-        peak = max(mapped_mb(path) for i, _ in enumerate(batches) if i % 4 == 0)  # as a batch is handed out
-        assert peak <= bound_mb(limit, batch, images[0].nbytes), peak  # 33 MB of a set of 47 MB
-
-
-def test_the_per_image_path_keeps_the_budget_of_the_cache_mapped(tmp_path: Path, limit: int) -> None:
-    path = tmp_path / "images.npy"
-    images = mapped_set(path)
+    for batches in (epoch(0), eval_batches(images, rows=np.arange(0, len(images), 2), batch_size=8)):
+        assert max(mapped_mb(path) for i, _ in enumerate(batches) if i % 4 == 0) == 0  # as a batch is handed out
     dataset = ImageDataset(images, np.zeros(len(images), np.int64), rows=np.arange(len(images))[::-1])
-    peak = max(mapped_mb(path) for i in range(len(dataset)) if dataset[i] and i % 40 == 0)
-    assert peak <= bound_mb(limit, 1, images[0].nbytes), peak
+    assert max(mapped_mb(path) for i in range(len(dataset)) if dataset[i] and i % 40 == 0) == 0
+
+
+def test_rows_read_from_the_file_are_the_rows_of_the_map(tmp_path: Path) -> None:
+    path = tmp_path / "images.npy"
+    images, expected = mapped_set(path, n=50), np.load(path)  # the second in memory
+    rows = np.array([7, 0, 49, 7, 3])
+    np.testing.assert_array_equal(read_rows(images, rows), expected[rows])
+    view = images[10:]  # not the whole file: read through the map, whose pages are released after
+    np.testing.assert_array_equal(read_rows(view, rows[[0, 1, 4]]), expected[10 + rows[[0, 1, 4]]])
+    assert mapped_mb(path) == 0
+    with pytest.raises(IndexError, match="row 50 is outside the 50 images"):
+        read_rows(images, np.array([50]))
 
 
 def test_passes_over_the_whole_set_leave_it_unmapped(tmp_path: Path, limit: int) -> None:

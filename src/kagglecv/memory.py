@@ -11,6 +11,7 @@ stay bounded on a competition larger than RAM. The mapped pages count in the res
 from __future__ import annotations
 
 import mmap
+import os
 import re
 import resource
 import threading
@@ -65,6 +66,28 @@ def mapped_mb(path: Path) -> float:
         elif inside and line.startswith("Rss:"):
             total_kb += int(line.split()[1])
     return total_kb / 1024
+
+
+def read_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """`images[rows]`, a copy in memory. Rows of a whole memory-mapped `.npy` (as `np.load(mmap_mode="r")`
+    gives it) are read from its file with `pread`, so none of its pages is mapped; the page cache
+    serves them all the same. Of a view of a map, the pages read are unmapped again."""
+    if not isinstance(getattr(images, "base", None), mmap.mmap) or not images.flags.c_contiguous:
+        out = np.asarray(images[rows])
+        release_pages(images)  # in memory: nothing to do
+        return out
+    out = np.empty((len(rows), *images.shape[1:]), images.dtype)
+    row_bytes = out[0].nbytes if len(out) else 0
+    fd = os.open(images.filename, os.O_RDONLY)
+    try:
+        for i, row in enumerate(np.asarray(rows, np.int64).reshape(-1)):
+            if not 0 <= row < len(images):
+                raise IndexError(f"row {row} is outside the {len(images)} images")
+            if os.preadv(fd, [out[i]], images.offset + int(row) * row_bytes) != row_bytes:
+                raise OSError(f"{images.filename}: shorter than its header says; delete it to decode again")
+    finally:
+        os.close(fd)
+    return out
 
 
 class PageBudget:
