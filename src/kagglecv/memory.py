@@ -4,8 +4,10 @@ and the pages of a memory-mapped set it keeps mapped.
 Anonymous memory (`RssAnon`) is what a stage allocates itself; pages of a memory-mapped file (the
 decode cache) are file-backed and the kernel can drop them, so `RssAnon` is the figure that must
 stay bounded on a competition larger than RAM. The mapped pages count in the resident set too
-(`RssFile`) for as long as they stay mapped, so every pass over a mapped set goes through a
-`PageBudget`, which unmaps what was read once it could add up to `MAPPED_BYTES`.
+(`RssFile`) for as long as they stay mapped, and on Linux 6.x a read through the map maps the whole
+2 MB folio of the page cache around the row it wants. So rows picked at random (batches, single
+images) are read from the file (`read_rows`), mapping nothing, and every pass through the map goes
+through a `PageBudget`, which unmaps what was read once it could add up to `MAPPED_BYTES`.
 """
 
 from __future__ import annotations
@@ -71,8 +73,9 @@ def mapped_mb(path: Path) -> float:
 def read_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """`images[rows]`, a copy in memory. Rows of a whole memory-mapped `.npy` (as `np.load(mmap_mode="r")`
     gives it) are read from its file with `pread`, so none of its pages is mapped; the page cache
-    serves them all the same. Of a view of a map, the pages read are unmapped again."""
-    if not isinstance(getattr(images, "base", None), mmap.mmap) or not images.flags.c_contiguous:
+    serves them all the same. Of a view of a map (or without `os.preadv`), the pages read are unmapped again."""
+    whole_map = isinstance(getattr(images, "base", None), mmap.mmap) and images.flags.c_contiguous
+    if not whole_map or not hasattr(os, "preadv"):
         out = np.asarray(images[rows])
         release_pages(images)  # in memory: nothing to do
         return out
