@@ -45,7 +45,7 @@ from kagglecv.bench_timing import (
 )
 from kagglecv.engine import select_precision
 from kagglecv.images import FileImages, channel_stats, decode_into
-from kagglecv.memory import AnonPeak, peak_rss_mb
+from kagglecv.memory import ResidentPeak, peak_rss_mb
 from kagglecv.params import Params
 from kagglecv.progress import Progress
 from kagglecv.transforms import resolve_augment
@@ -114,7 +114,7 @@ def run(
     torch.manual_seed(params.seed)
     params = dataclasses.replace(params, img_size=img_size, cache_size=img_size)
     precision = select_precision(params.amp, device)
-    with tempfile.TemporaryDirectory() as tmp, AnonPeak() as anon:
+    with tempfile.TemporaryDirectory() as tmp, ResidentPeak() as resident:
         root = write_photo_competition(Path(tmp) / "raw", n_train=n_images, n_test=0, size=size)
         paths = sorted((root / "train").glob("*.jpg"))
         labels = pd.read_csv(root / "train_labels.csv", dtype=str)["label"].str[-2:].astype(int).to_numpy()
@@ -147,7 +147,7 @@ def run(
         "compute_limit_images_per_s": round(statistics.median(limit), 1),
         "efficiency": round(statistics.median(a / b for a, b in zip(fast, limit)), 3),
         "peak_rss_mb": round(peak_rss_mb(), 1),
-        "peak_rss_anon_mb": round(anon.peak_mb, 1),
+        "peak_rss_anon_mb": round(resident.anon_mb, 1),
         "workload": {"images": n_images, "source_size": size, "img_size": img_size, "classes": int(labels.max()) + 1,
                      "decoded_mb": round(n_images * img_size * img_size * 3 / 2**20, 1), "model": params.model,
                      "batch_size": params.batch_size, "augment": resolve_augment(params.augment, img_size),

@@ -29,7 +29,7 @@ from kagglecv.params import Params, ParamsError
 from kagglecv.paths import Paths
 from kagglecv.progress import Tracked
 from kagglecv.resume import ResumeStore
-from kagglecv.runtime import seed_everything
+from kagglecv.runtime import seed_everything, trim_heap
 from kagglecv.tasks import Task, encode_labels, task_of
 from kagglecv.transforms import build_transforms, resolve_augment, spec_problems
 from kagglecv.tta import IDENTITY, parse_views
@@ -143,6 +143,7 @@ def train_fold(
             on_epoch(EpochLog(**entry), replayed=True)
         return saved
     seed_everything(params.seed + fold)
+    trim_heap()  # what the fold before left free
     train_rows, valid_rows = np.flatnonzero(data.fold_of != fold), np.flatnonzero(data.fold_of == fold)
     num_classes, task = len(data.task.classes), data.task
     model = build_model(name=params.model, num_classes=num_classes, in_chans=data.images.shape[-1],
@@ -161,6 +162,7 @@ def train_fold(
             on_epoch(EpochLog(**entry), replayed=True)
 
     def epoch_done(entry: EpochLog, state: Callable[[], dict]) -> None:
+        trim_heap()  # between the validation pass and the next epoch's steps
         if distributed.is_main():
             store.write(fold, {"finished": False, **state()}, run)  # first, so an interrupted run resumes after it
         on_epoch(entry)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import mmap
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +30,7 @@ from kagglecv import distributed
 from kagglecv.artifacts import atomic_path, read_cached_array
 from kagglecv.data import CompetitionError, ImageSource
 from kagglecv.fingerprints import files_key
+from kagglecv.memory import PageBudget, read_blocks, release_pages
 from kagglecv.params import Params, ParamsError
 from kagglecv.progress import Progress
 
@@ -96,7 +96,8 @@ def resize_images(images: np.ndarray, size: int) -> np.ndarray:
 
 def decode_into(out: np.ndarray, paths: Sequence[Path], *, desc: str = "decoding", workers: int | None = None) -> bool:
     """Decode `paths` into `out` (N, S, S, C) uint8 in place, with `workers` threads (default: every
-    core) and progress; return whether any image has colour. Grey images fill all C channels."""
+    core) and progress; return whether any image has colour. Grey images fill all C channels. A memory-mapped
+    `out` keeps only the chunks in hand and `memory.MAPPED_BYTES` of written pages mapped."""
     size, channels = out.shape[1], out.shape[-1]
 
     def decode_chunk(start: int) -> tuple[int, bool]:
@@ -111,14 +112,17 @@ def decode_into(out: np.ndarray, paths: Sequence[Path], *, desc: str = "decoding
     workers = workers or os.cpu_count() or 1
     threads = cv2.getNumThreads()
     cv2.setNumThreads(1)  # one image per thread: OpenCV's own threads would only compete with ours
+    budget = PageBudget(out)
     try:
         with Progress(len(paths), desc, unit="img", log=log) as progress, ThreadPoolExecutor(workers) as pool:
             colour = False
             for n, has_colour in pool.map(decode_chunk, range(0, len(paths), CHUNK)):
                 colour |= has_colour
                 progress.update(n)
+                budget.read(n, contiguous=True)
     finally:
         cv2.setNumThreads(threads)
+        release_pages(out)
     return colour
 
 
@@ -134,8 +138,8 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     counts of the 256 values taken a block at a time (no float copy of the set)."""
     c = images.shape[-1]
     counts = np.zeros((c, 256), np.int64)
-    for start in range(0, len(images), STATS_CHUNK):
-        block = np.asarray(images[start : start + STATS_CHUNK]).reshape(-1, c)
+    for block in read_blocks(images, STATS_CHUNK):
+        block = np.asarray(block).reshape(-1, c)
         for k in range(c):
             counts[k] += np.bincount(block[:, k], minlength=256)
     values = np.arange(256, dtype=np.float64) / 255.0
@@ -143,15 +147,6 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     mean = counts @ values / n
     var = np.maximum(counts @ values**2 / n - mean**2, 0.0)
     return mean.tolist(), np.maximum(np.sqrt(var), 1e-3).tolist()
-
-
-def release_pages(images: np.ndarray) -> None:
-    """Unmap the pages of a memory-mapped set this process has read (they stay in the page cache, so
-    the next read is a cheap minor fault): its resident memory then counts the batches in hand, not the
-    whole file. No-op for an array in memory."""
-    mapped = getattr(images, "_mmap", None)  # numpy.memmap's own mapping; None for views and plain arrays
-    if mapped is not None and hasattr(mmap, "MADV_DONTNEED"):
-        mapped.madvise(mmap.MADV_DONTNEED)
 
 
 def median_side(sizes: np.ndarray) -> int:
@@ -224,8 +219,10 @@ class FileImages:
             colour = decode_into(out, self.paths, desc=f"decoding {n} images to {img_size}px")
             if wide != tmp:
                 final = open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, img_size, img_size, 3 if colour else 1))
-                for start in range(0, n, CHUNK * 16):
-                    final[start : start + CHUNK * 16] = out[start : start + CHUNK * 16, ..., : final.shape[-1]]
+                written = PageBudget(final)
+                for start, block in zip(range(0, n, CHUNK * 16), read_blocks(out, CHUNK * 16)):
+                    final[start : start + len(block)] = block[..., : final.shape[-1]]
+                    written.read(len(block), contiguous=True)
                 final.flush()
                 del final
             out.flush()

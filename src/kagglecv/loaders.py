@@ -2,8 +2,9 @@
 a multilabel task), gathered a batch at a time.
 
 The images arrive as one uint8 array (N, H, W, C), usually the memory-mapped decode cache
-(`kagglecv.images`), with the row indices a loader covers; no loader copies the set. Two paths,
-chosen by `loader` in params.yaml:
+(`kagglecv.images`), with the row indices a loader covers; no loader copies the set, and the rows of
+a batch are read from the cache's file (`memory.read_rows`), so none of its pages stays mapped in
+the process. Two paths, chosen by `loader` in params.yaml:
 - `tensor`: each epoch is a seeded permutation of the rows; each batch is gathered from the array
   and augmented whole (`batch_transforms`), on the GPU when there is one. A set that fits in a
   quarter of the GPU's memory is copied there once instead.
@@ -29,11 +30,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from kagglecv.batch_transforms import build_batch_transforms, resize_batch
-from kagglecv.images import release_pages
+from kagglecv.memory import read_blocks, read_rows
 from kagglecv.transforms import apply_transforms, build_transforms
 
 RESIDENT_SHARE = 0.25  # a training set up to this share of the GPU's memory is copied there once
-RELEASE_BYTES = 256 << 20  # after gathering this much from a memory-mapped set, unmap what was read
 
 BatchOp = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
@@ -56,7 +56,7 @@ class ImageDataset(torch.utils.data.Dataset):
         return len(self.rows)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        image = np.asarray(self.images[self.rows[i]])
+        image = read_rows(self.images, self.rows[i : i + 1])[0]  # from the cache file, never mapped
         if self.transform is not None:
             image = self.transform(image=image)["image"]
             if image.ndim == 2:  # some transforms drop a single channel axis
@@ -90,10 +90,11 @@ def _seed_worker(worker_id: int, *, transform: A.Compose | None, base: int) -> N
 
 def gather(images: np.ndarray | torch.Tensor, rows: np.ndarray, device: torch.device | str) -> torch.Tensor:
     """uint8 (B, C, H, W) on `device` of the `rows` of `images`: an (N, H, W, C) array (read a batch at a
-    time, pinned for the copy to a GPU) or an (N, C, H, W) tensor already on the device."""
+    time, from the file of a memory-mapped cache (`memory.read_rows`), pinned for the copy to a GPU) or an
+    (N, C, H, W) tensor already on the device."""
     if isinstance(images, torch.Tensor):
         return images[torch.from_numpy(rows).to(images.device)]
-    x = torch.from_numpy(np.asarray(images[rows])).permute(0, 3, 1, 2).contiguous()  # (B, H, W, C) -> (B, C, H, W)
+    x = torch.from_numpy(read_rows(images, rows)).permute(0, 3, 1, 2).contiguous()  # (B, H, W, C) -> (B, C, H, W)
     if torch.device(device).type == "cuda":
         return x.pin_memory().to(device, non_blocking=True)
     return x
@@ -131,17 +132,11 @@ class TensorBatches:
         n = len(self.rows)
         generator = torch.Generator().manual_seed(self.seed if self.seed is not None else 0)
         order = torch.randperm(n, generator=generator) if self.seed is not None else torch.arange(n)
-        image_bytes = int(np.prod(self.images.shape[1:]))
-        read = 0
         for i in range(len(self)):
             index = order[i * self.batch_size : (i + 1) * self.batch_size]
             rows = self.rows[index.numpy()]
-            read += len(rows) * image_bytes
-            if read >= RELEASE_BYTES:  # keep the resident set to the batches in hand, not the whole cache
-                release_pages(self.images)
-                read = 0
             if self.prepare is not None:
-                x = torch.from_numpy(self.prepare(np.asarray(self.images[rows]))).permute(0, 3, 1, 2).contiguous().to(self.device)
+                x = torch.from_numpy(self.prepare(read_rows(self.images, rows))).permute(0, 3, 1, 2).contiguous().to(self.device)
             else:
                 x = gather(self.images, rows, self.device)
             if self.augment is not None:
@@ -159,8 +154,8 @@ def resident(images: np.ndarray, device: torch.device | str) -> np.ndarray | tor
         return images
     out = torch.empty((len(images), images.shape[3], images.shape[1], images.shape[2]), dtype=torch.uint8, device=device)
     step = 1024
-    for start in range(0, len(images), step):
-        out[start : start + step] = gather(images, np.arange(start, min(start + step, len(images))), device)
+    for start, block in zip(range(0, len(images), step), read_blocks(images, step)):
+        out[start : start + len(block)] = gather(block, np.arange(len(block)), device)
     return out
 
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 
 from kagglecv.artifacts import write_checkpoint
+from kagglecv.memory import read_blocks
 
 log = logging.getLogger("kagglecv.train")
 
@@ -54,8 +55,8 @@ def resume_key(params: dict, *arrays: np.ndarray, files: tuple[Path, ...] = ()) 
     for array in arrays:
         digest.update(str((array.shape, array.dtype)).encode())
         step = max(1, (64 << 20) // max(1, array[:1].nbytes))  # 64 MB at a time: a memory-mapped set is never copied whole
-        for start in range(0, len(array), step):
-            digest.update(np.ascontiguousarray(array[start : start + step]).data)
+        for block in read_blocks(array, step):
+            digest.update(np.ascontiguousarray(block).data)
     for path in files:
         digest.update(Path(path).read_bytes())
     return digest.hexdigest()[:16]

@@ -50,6 +50,18 @@ def bound_heap() -> None:
         ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt(M_MMAP_MAX, 0)
 
 
+def trim_heap() -> None:
+    """Hand the C heap's free pages back to the system (glibc's `malloc_trim`), between passes whose
+    buffers differ in shape (an epoch's training steps, its validation, the next fold): with every
+    allocation served from the heap (`bound_heap`), the free space one pass leaves between live blocks
+    stays resident otherwise. On the photo benchmark (BENCHMARKS.md) the train stage's anonymous peak
+    was 1.63 GB in the first fold and 1.65 GB in the second with it; 1.42-1.65 and 1.62-1.71 GB without."""
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim(0)
+
+
 class WorkspaceBusy(RuntimeError):
     """Another process holds the lock of what this one was about to do; the message names it."""
 

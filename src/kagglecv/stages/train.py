@@ -48,7 +48,6 @@ from kagglecv.data import CompetitionError
 from kagglecv.batch_transforms import build_batch_transforms
 from kagglecv.engine import EpochLog, TrainingDiverged
 from kagglecv.fold_training import FoldData, TrainSetup, check_names, make_setup, read_training_set, train_fold
-from kagglecv.images import release_pages
 from kagglecv.loaders import ImageDataset, resident
 from kagglecv.models import ModelError
 from kagglecv.params import Params, ParamsError, load_params, training_seeds
@@ -87,7 +86,6 @@ def run(params: Params, paths: Paths = Paths(), *, only_folds: set[int] | None =
         data = dataclasses.replace(data, train_images=resident(images, setup.precision.device))
     key = resume_key(parallel.trained_params(params), images, data.labels, data.fold_of)
     store = ResumeStore(key, paths.resume, code=code_hashes())  # an edit of the code trains a fold again
-    release_pages(images)  # the statistics and the key read every image; batches read only what they use
     n_folds = int(data.fold_of.max()) + 1
     _log_start(params, setup, images, len(classes), n_folds)
     if distributed.is_main() and only_folds is None:
