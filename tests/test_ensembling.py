@@ -14,7 +14,7 @@ import torch
 
 from kagglecv import fold_training
 from kagglecv.ingest import read_competition
-from kagglecv.params import ParamsError, PseudoLabelParams, load_params, training_seeds
+from kagglecv.params import ParallelParams, ParamsError, PseudoLabelParams, load_params, training_seeds
 from kagglecv.paths import Paths
 from kagglecv.stages import evaluate, predict, split, train
 from kagglecv.stopping import EarlyStopping, average_states
@@ -214,3 +214,20 @@ def test_an_interrupted_first_round_run_trains_no_finished_fold_again(
     assert len(fits) == 1 and fits[0]["epochs_done"] == 1  # only round 2's fold 1, from its saved epoch
     assert caplog.text.count("finished by an earlier, interrupted run; reusing its results") == 3
     assert paths.oof.read_bytes() == whole.oof.read_bytes()
+
+
+@pytest.mark.slow
+def test_a_first_round_on_two_workers_gives_the_files_of_one_process(
+    digits_raw: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    own = PseudoLabelParams(source="first_round", threshold=0.5)
+    alone = trained(digits_raw, tmp_path / "alone", pseudo_label=own, parallel=ParallelParams(threads=1))
+    with caplog.at_level(logging.INFO, logger="kagglecv.train"):
+        workers = trained(digits_raw, tmp_path / "workers", pseudo_label=own, parallel=ParallelParams(folds=2, threads=1))
+    assert caplog.text.count("training folds [0, 1] on 2 local worker(s)") == 2  # the first round's, then the second's
+    assert workers.oof.read_bytes() == alone.oof.read_bytes()
+    assert workers.pseudo_labels.read_bytes() == alone.pseudo_labels.read_bytes()
+    for fold in (0, 1):
+        a = torch.load(alone.models / f"fold{fold}.pt", weights_only=False)["state_dict"]
+        b = torch.load(workers.models / f"fold{fold}.pt", weights_only=False)["state_dict"]
+        assert all(torch.equal(a[k], b[k]) for k in a)
