@@ -142,6 +142,7 @@ def pseudo_threshold(paths: Paths, share: float) -> tuple[float, list[str]]:
     return threshold, test_probs["id"][probs.max(1) / probs.sum(1) >= threshold].tolist()
 
 
+@pytest.mark.slow
 def test_a_first_round_pseudo_labels_this_experiments_own_test_predictions(
     digits_raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -183,6 +184,7 @@ def test_a_first_round_pseudo_labels_this_experiments_own_test_predictions(
     assert not paths.resume.exists()  # both rounds' resume state cleared
 
 
+@pytest.mark.slow
 def test_an_interrupted_first_round_run_trains_no_finished_fold_again(
     digits_raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -231,3 +233,12 @@ def test_a_first_round_on_two_workers_gives_the_files_of_one_process(
         a = torch.load(alone.models / f"fold{fold}.pt", weights_only=False)["state_dict"]
         b = torch.load(workers.models / f"fold{fold}.pt", weights_only=False)["state_dict"]
         assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_loader_takes_first_round_and_names_a_misspelling(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("pseudo_label:\n  source: first_round\n")
+    assert load_params(path).pseudo_label.source == "first_round"
+    path.write_text("pseudo_label:\n  source: First-Round\n")
+    with pytest.raises(ParamsError, match="pseudo_label.source: 'First-Round' reads like first_round; write first_round"):
+        load_params(path)

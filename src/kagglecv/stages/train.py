@@ -13,7 +13,10 @@ epoch, validation accuracy, seconds, images/s).
 `seeds` trains each fold once per seed (`models/fold<k>-<r>.pt` beside `fold<k>.pt`) and averages
 their out-of-fold probabilities; `soup` makes a fold's model the average of its best epochs' weights
 (`kagglecv.engine.fit`); `pseudo_label` adds confidently predicted test images to every fold's
-training part (`kagglecv.pseudo_labels`), listed in `predictions/pseudo_labels.csv`.
+training part (`kagglecv.pseudo_labels`), listed in `predictions/pseudo_labels.csv`. With
+`pseudo_label.source: first_round` every fold trains twice: once without them (its results stay in
+the resume store; `train_folds.json` keeps their figures under `first_round`), then, after the test
+images are labelled by those models, again with them: the files are the second round's.
 
 With `time_limit` (minutes) set, one epoch of fold 0 is timed first and every fold gets the same
 number of epochs that fits the budget (see `kagglecv.budget`).
