@@ -157,7 +157,8 @@ def test_a_first_round_pseudo_labels_this_experiments_own_test_predictions(
 
     seen = []
     real_train_fold = train.train_fold
-    monkeypatch.setattr(train, "train_fold", lambda fold, p, data, *a, **k: seen.append((fold, data)) or real_train_fold(fold, p, data, *a, **k))
+    monkeypatch.setattr(train, "train_fold",
+                        lambda fold, p, data, *a, **k: seen.append((fold, data)) or real_train_fold(fold, p, data, *a, **k))
     own = dataclasses.replace(params, pseudo_label=PseudoLabelParams(source="first_round", threshold=threshold))
     paths = with_raw(Paths(tmp_path / "own"), digits_raw)
     split.run(own, paths)
@@ -178,9 +179,11 @@ def test_a_first_round_pseudo_labels_this_experiments_own_test_predictions(
         a = torch.load(paths.models / f"fold{fold}.pt", weights_only=False)["state_dict"]
         b = torch.load(plain.models / f"fold{fold}.pt", weights_only=False)["state_dict"]
         assert all(torch.equal(a[k], b[k]) for k in a)
-    assert summary["pseudo_labels"] == len(expected) == json.loads(paths.train_metrics.read_text())["train"]["pseudo_labels"]
+    written = json.loads(paths.train_metrics.read_text())["train"]
+    assert summary["pseudo_labels"] == len(expected) == written["pseudo_labels"]
     assert set(json.loads(paths.train_folds_metrics.read_text())["train"]["first_round"]["folds"]) == {"0", "1"}
-    assert "round 1/2: the folds without pseudo-labels" in caplog.text and "round 2/2 fold 2/2 epoch  2/2" in caplog.text
+    assert "round 1/2: the folds without pseudo-labels" in caplog.text
+    assert "round 2/2 fold 2/2 epoch  2/2" in caplog.text
     assert not paths.resume.exists()  # both rounds' resume state cleared
 
 
@@ -225,7 +228,8 @@ def test_a_first_round_on_two_workers_gives_the_files_of_one_process(
     own = PseudoLabelParams(source="first_round", threshold=0.5)
     alone = trained(digits_raw, tmp_path / "alone", pseudo_label=own, parallel=ParallelParams(threads=1))
     with caplog.at_level(logging.INFO, logger="kagglecv.train"):
-        workers = trained(digits_raw, tmp_path / "workers", pseudo_label=own, parallel=ParallelParams(folds=2, threads=1))
+        workers = trained(digits_raw, tmp_path / "workers", pseudo_label=own,
+                          parallel=ParallelParams(folds=2, threads=1))  # fmt: skip
     assert caplog.text.count("training folds [0, 1] on 2 local worker(s)") == 2  # the first round's, then the second's
     assert workers.oof.read_bytes() == alone.oof.read_bytes()
     assert workers.pseudo_labels.read_bytes() == alone.pseudo_labels.read_bytes()
@@ -240,5 +244,5 @@ def test_the_loader_takes_first_round_and_names_a_misspelling(tmp_path: Path) ->
     path.write_text("pseudo_label:\n  source: first_round\n")
     assert load_params(path).pseudo_label.source == "first_round"
     path.write_text("pseudo_label:\n  source: First-Round\n")
-    with pytest.raises(ParamsError, match="pseudo_label.source: 'First-Round' reads like first_round; write first_round"):
+    with pytest.raises(ParamsError, match="source: 'First-Round' reads like first_round; write first_round"):
         load_params(path)

@@ -9,7 +9,8 @@ once by `dvc queue start`; `python -m kagglecv.blend default seed7 mlp` blends t
 pseudo-labelling round (`pseudo`: `-S pseudo_label.source=default`, the recipe with the test digits
 `default` predicted confidently added to every fold's training part) runs in the workspace (a
 queued run's copy cannot resolve another experiment's name), then a member made on other folds
-(`otherfolds`: `-S seed=1`), whose blend with `default` must be refused with nothing written. Writes `benchmarks/blend.json` and a BENCHMARKS.md section; each figure is also printed
+(`otherfolds`: `-S seed=1`), whose blend with `default` must be refused with nothing written.
+Writes `benchmarks/blend.json` and a BENCHMARKS.md section; each figure is also printed
 as it lands. `--n-folds` and `--epochs` shrink every run for a quick look.
 """
 
@@ -64,8 +65,8 @@ def scores(project: Path, name: str) -> dict:
             return json.load(f)
 
     train = read("train.json")["train"]
-    figures = {"cv": read("cv.json")["cv"], "leaderboard": read("leaderboard.json")["leaderboard"], "minutes": train["minutes"],
-               **({"pseudo_labels": train["pseudo_labels"]} if "pseudo_labels" in train else {})}  # fmt: skip
+    figures = {"cv": read("cv.json")["cv"], "leaderboard": read("leaderboard.json")["leaderboard"],
+               "minutes": train["minutes"], **({"pseudo_labels": train["pseudo_labels"]} if "pseudo_labels" in train else {})}  # fmt: skip
     print(json.dumps({name: figures}), flush=True)
     return figures
 
@@ -86,7 +87,8 @@ def run_queued(project: Path, names: list[str]) -> None:
     status = sh(project, "dvc", "queue", "status")
     for name in names:
         if not any(name in line and "Success" in line for line in status.splitlines()):
-            raise SystemExit(f"experiment {name} failed:\n{status}\n{sh(project, 'dvc', 'queue', 'logs', name)[-3000:]}")
+            tail = sh(project, "dvc", "queue", "logs", name)[-3000:]
+            raise SystemExit(f"experiment {name} failed:\n{status}\n{tail}")
 
 
 def run_bench(work: Path, repo: Path, overrides: dict, *, mnist: bool = True) -> dict:

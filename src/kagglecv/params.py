@@ -80,7 +80,7 @@ FIRST_ROUND = "first_round"  # pseudo_label.source: this experiment's folds trai
 class PseudoLabelParams:
     """Test images added to every fold's training part with the labels a fold ensemble predicted (`pseudo_label:`)."""
 
-    source: str = ""  # "": off; `first_round`; or a revision (experiment, branch, tag, commit) whose test_probs.csv labels them
+    source: str = ""  # "": off; first_round; or a revision (experiment, branch, tag, commit): its test_probs.csv
     threshold: float = field(default=0.99, metadata=_range(gt=0.0, le=1.0))  # the top class probability needed
 
 

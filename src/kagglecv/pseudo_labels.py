@@ -67,7 +67,9 @@ def choose_pseudo_labels(params: Params, paths: Paths, competition: Competition,
                             params.pseudo_label.threshold, source=f"{source}'s test predictions")  # fmt: skip
 
 
-def select_confident(probs: np.ndarray, ids: list[str], classes: list[str], threshold: float, *, source: str) -> pd.DataFrame:
+def select_confident(
+    probs: np.ndarray, ids: list[str], classes: list[str], threshold: float, *, source: str
+) -> pd.DataFrame:  # fmt: skip
     """The test images (`probs` (N, K) in the order of `ids`) whose top class probability reaches `threshold`,
     in that order: id, label (the top class), confidence and row."""
     confidence = probs.max(1) / probs.sum(1)
@@ -79,8 +81,10 @@ def select_confident(probs: np.ndarray, ids: list[str], classes: list[str], thre
     })  # fmt: skip
 
 
-def load_test_images(competition: Competition, params: Params, data: FoldData, rows: list[int] | None = None) -> np.ndarray:
-    """The test images (those at `rows`, or all) decoded as the training images were: side `cache_size`, their channels."""
+def load_test_images(
+    competition: Competition, params: Params, data: FoldData, rows: list[int] | None = None
+) -> np.ndarray:  # fmt: skip
+    """The test images (those at `rows`, or all) decoded as the training images were (side `cache_size`, channels)."""
     test = competition.test_images if rows is None else competition.test_images.select(rows)
     return test.load(img_size=params.cache_size, channels=params.data.channels or data.images.shape[-1])
 

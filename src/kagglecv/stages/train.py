@@ -96,7 +96,8 @@ def run(params: Params, paths: Paths = Paths(), *, only_folds: set[int] | None =
         plain = lambda p: dataclasses.replace(p, pseudo_label=PseudoLabelParams())  # noqa: E731
         first = _train_round(plain(asked), plain(params), paths, data, setup, set(range(n_folds)), started=started,
                              rounds=2, outputs=False, workers=only is None)  # fmt: skip
-        probs = predict_test_probs([s for states in first.states.values() for s in states], competition, params, data, setup)
+        models = [state for states in first.states.values() for state in states]  # every fold's, every seed's
+        probs = predict_test_probs(models, competition, params, data, setup)
         pseudo = select_confident(probs, competition.test_ids, classes, params.pseudo_label.threshold,
                                   source="the first round's test predictions")  # fmt: skip
     else:
@@ -116,7 +117,8 @@ def run(params: Params, paths: Paths = Paths(), *, only_folds: set[int] | None =
         detail["first_round"] = {"folds": first.summary}
     plan.warn_if_over(seconds)
     if only is not None:
-        log.info("folds %s trained into %s; gather every fold's file there and run 'dvc repro'", sorted(only), last.store.dir)
+        log.info("folds %s trained into %s; gather every fold's file there and run 'dvc repro'", sorted(only),
+                 last.store.dir)  # fmt: skip
         return {**headline, **detail, "states": {fold: states[0] for fold, states in last.states.items()}}
     if distributed.is_main():
         n = n_train  # the pseudo-labelled test images after them have no out-of-fold row
@@ -166,7 +168,7 @@ def _train_round(
     clock = after.clock if after else EtaClock(runs * rounds, params.epochs, runs=len(seeds))
     name = "" if after is None and rounds == 1 else f"round {2 if after else 1}/2 "
     if name:
-        log.info("%s: %s", name.strip(), "the folds with the pseudo-labels" if after else "the folds without pseudo-labels")
+        log.info("%s: the folds %s pseudo-labels", name.strip(), "with the" if after else "without")
     if workers:  # with parallel.folds > 1, workers train the folds into the store first
         task = functools.partial(train_in_worker, asked, dataclasses.replace(paths, root=paths.root.resolve()))
         parallel.train_folds(task, sorted(folds), params.parallel, store)
@@ -299,7 +301,9 @@ class EtaClock:
         return self.seconds / self.trained * left
 
 
-def _epoch_logger(live: Live | _NoLive, fold: int, n_folds: int, epochs: int, clock: EtaClock, slot: int, round_name: str = ""):
+def _epoch_logger(
+    live: Live | _NoLive, fold: int, n_folds: int, epochs: int, clock: EtaClock, slot: int, round_name: str = ""
+):  # fmt: skip
     """One log line per epoch (with an ETA for the whole stage; `slot`: the fold's place among every fold's seeds
     and rounds; `round_name`: the round, when there are two) and dvclive's curves."""
     last = [time.perf_counter()]
