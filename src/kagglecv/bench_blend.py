@@ -21,6 +21,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -147,10 +148,10 @@ def write_report(results: dict) -> None:
               for m, b in blend["methods"].items()]  # fmt: skip
     weights = ", ".join(f"{k} {v}" for k, v in blend["weights"].items())
     machine, load = results["machine"], results.get("load")
-    flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in results["overrides"].items())
+    command = results.get("command", "python -m kagglecv.bench_blend")
     replace_section(REPORT, "bench:blend", (
         f"## Ensembling on real MNIST, {machine['device']} ({machine['cpu']}, {machine['cores']} cores), {machine['date']}\n\n"
-        f"`python -m kagglecv.bench_blend{flags}`"
+        f"`{command}`"
         + (f", the machine's load average {load[0]} at the start and {load[1]} at the end" if load else "") + ". "
         "4,000 training and 1,000 hidden test digits (Digit Recognizer). `default`: the shipped params"
         + "".join(f", `{k}: {v}`" for k, v in results["overrides"].items()) + "; "
@@ -168,6 +169,8 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="the embedded digits, 2 folds, 2 epochs: checks the run, writes nothing")
     parser.add_argument("--n-folds", type=int, help="n_folds for every run (default: params.yaml's)")
     parser.add_argument("--epochs", type=int, help="epochs for every run (default: params.yaml's)")
+    parser.add_argument("--parallel-folds", type=int, help="folds trained at once in every run, one torch thread each "
+                        "(scheduling only: the files are those of one fold after another with one thread)")
     parser.add_argument("--reblend", type=Path, help="a kept project of an earlier run: blend its experiments again")
     args = parser.parse_args()
     if args.reblend:  # the same experiments' artifacts, blended by this checkout's blend module
@@ -177,6 +180,8 @@ def main() -> None:
         write_report(results)
         return
     overrides = {k: v for k, v in (("n_folds", args.n_folds), ("epochs", args.epochs)) if v is not None}
+    if args.parallel_folds:
+        overrides["parallel"] = {"folds": args.parallel_folds, "backend": "local", "address": "auto", "threads": 1}
     if args.tiny:
         overrides = {"n_folds": 2, "epochs": 2, "img_size": 8}
     load = [round(os.getloadavg()[0], 1)]  # the machine is shared: its 1-minute load average, start and end
@@ -184,6 +189,7 @@ def main() -> None:
         results = run_bench(Path(tmp), Path.cwd(), overrides, mnist=not args.tiny)
     results["load"] = [*load, round(os.getloadavg()[0], 1)]
     results["overrides"] = overrides
+    results["command"] = " ".join(["python -m kagglecv.bench_blend", *sys.argv[1:]])
     results["machine"] = machine_description(select_precision("auto"))
     print(json.dumps(results, indent=1))
     if not args.tiny:
