@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -11,8 +12,9 @@ import pandas as pd
 import pytest
 import torch
 
+from kagglecv import fold_training
 from kagglecv.ingest import read_competition
-from kagglecv.params import ParamsError, PseudoLabelParams, load_params, training_seeds
+from kagglecv.params import ParallelParams, ParamsError, PseudoLabelParams, load_params, training_seeds
 from kagglecv.paths import Paths
 from kagglecv.stages import evaluate, predict, split, train
 from kagglecv.stopping import EarlyStopping, average_states
@@ -126,3 +128,121 @@ def test_the_loader_names_bad_seeds_and_thresholds(tmp_path: Path) -> None:
         path.write_text(f"seeds: {seeds}\n")
         with pytest.raises(ParamsError, match="must list at least one seed, each once"):
             load_params(path)
+
+
+def pseudo_threshold(paths: Paths, share: float) -> tuple[float, list[str]]:
+    """A threshold between two of the ensemble's test confidences (clear of the CSV's rounding) that about
+    `share` of the test images reach, and their ids."""
+    test_probs = pd.read_csv(paths.test_probs, dtype={"id": str})
+    probs = test_probs.iloc[:, 1:].to_numpy()
+    confidence = np.sort(probs.max(1) / probs.sum(1))
+    at = int(len(confidence) * (1 - share))
+    at += int(np.argmax(np.diff(confidence[at:]) > 1e-4))  # the first gap wider than the rounding
+    threshold = float(confidence[at : at + 2].mean())
+    return threshold, test_probs["id"][probs.max(1) / probs.sum(1) >= threshold].tolist()
+
+
+@pytest.mark.slow
+def test_a_first_round_pseudo_labels_this_experiments_own_test_predictions(
+    digits_raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    params = shipped(**TINY)
+    plain = trained(digits_raw, tmp_path / "plain")  # what the first round trains
+    evaluate.run(params, plain)
+    predict.run(params, plain)  # its fold ensemble's test probabilities
+    threshold, expected = pseudo_threshold(plain, 0.3)
+    assert 0 < len(expected) < len(pd.read_csv(plain.test_probs))
+    revision = dataclasses.replace(params, pseudo_label=PseudoLabelParams(source="workspace", threshold=threshold))
+    train.run(revision, plain)  # the same round from the revision's files: its output is the reference
+
+    seen = []
+    real_train_fold = train.train_fold
+    monkeypatch.setattr(train, "train_fold",
+                        lambda fold, p, data, *a, **k: seen.append((fold, data)) or real_train_fold(fold, p, data, *a, **k))
+    own = dataclasses.replace(params, pseudo_label=PseudoLabelParams(source="first_round", threshold=threshold))
+    paths = with_raw(Paths(tmp_path / "own"), digits_raw)
+    split.run(own, paths)
+    with caplog.at_level(logging.INFO, logger="kagglecv.train"):
+        summary = train.run(own, paths)
+
+    n_train = len(read_oof(paths))
+    assert [(fold, len(data.images)) for fold, data in seen] == [(0, n_train), (1, n_train)] + [
+        (0, n_train + len(expected)), (1, n_train + len(expected))]  # round 1 without, round 2 with the test images
+    assert (seen[2][1].fold_of[n_train:] == -1).all()  # never in a validation fold
+    chosen = pd.read_csv(paths.pseudo_labels, dtype={"id": str, "label": str})
+    assert chosen["id"].tolist() == expected
+    reference = pd.read_csv(plain.pseudo_labels, dtype={"id": str, "label": str})
+    assert chosen[["id", "label"]].equals(reference[["id", "label"]])
+    np.testing.assert_allclose(chosen["confidence"], reference["confidence"], atol=2e-6)  # test_probs.csv's rounding
+    assert paths.oof.read_bytes() == plain.oof.read_bytes()  # the second round's, as from the revision
+    for fold in (0, 1):
+        a = torch.load(paths.models / f"fold{fold}.pt", weights_only=False)["state_dict"]
+        b = torch.load(plain.models / f"fold{fold}.pt", weights_only=False)["state_dict"]
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    written = json.loads(paths.train_metrics.read_text())["train"]
+    assert summary["pseudo_labels"] == len(expected) == written["pseudo_labels"]
+    assert set(json.loads(paths.train_folds_metrics.read_text())["train"]["first_round"]["folds"]) == {"0", "1"}
+    assert "round 1/2: the folds without pseudo-labels" in caplog.text
+    assert "round 2/2 fold 2/2 epoch  2/2" in caplog.text
+    assert not paths.resume.exists()  # both rounds' resume state cleared
+
+
+@pytest.mark.slow
+def test_an_interrupted_first_round_run_trains_no_finished_fold_again(
+    digits_raw: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    own = shipped(**TINY, pseudo_label=PseudoLabelParams(source="first_round", threshold=0.5))
+    whole = trained(digits_raw, tmp_path / "whole", pseudo_label=own.pseudo_label)
+    paths = with_raw(Paths(tmp_path / "cut"), digits_raw)
+    split.run(own, paths)
+    make_logger = train._epoch_logger
+
+    def logger(live, fold, *args):
+        log_epoch = make_logger(live, fold, *args)
+
+        def on_epoch(entry, replayed=False):
+            log_epoch(entry, replayed)
+            if not replayed and args[-1].startswith("round 2") and (fold, entry.epoch) == (1, 0):
+                raise KeyboardInterrupt("round 2, fold 1, after its first epoch")
+
+        return on_epoch
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "_epoch_logger", logger)
+        with pytest.raises(KeyboardInterrupt):
+            train.run(own, paths)
+    fits = []
+    real_fit = fold_training.fit
+    monkeypatch.setattr(fold_training, "fit", lambda *a, **k: fits.append(k.get("resume")) or real_fit(*a, **k))
+    with caplog.at_level(logging.INFO, logger="kagglecv.train"):
+        train.run(own, paths)
+    assert len(fits) == 1 and fits[0]["epochs_done"] == 1  # only round 2's fold 1, from its saved epoch
+    assert caplog.text.count("finished by an earlier, interrupted run; reusing its results") == 3
+    assert paths.oof.read_bytes() == whole.oof.read_bytes()
+
+
+@pytest.mark.slow
+def test_a_first_round_on_two_workers_gives_the_files_of_one_process(
+    digits_raw: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    own = PseudoLabelParams(source="first_round", threshold=0.5)
+    alone = trained(digits_raw, tmp_path / "alone", pseudo_label=own, parallel=ParallelParams(threads=1))
+    with caplog.at_level(logging.INFO, logger="kagglecv.train"):
+        workers = trained(digits_raw, tmp_path / "workers", pseudo_label=own,
+                          parallel=ParallelParams(folds=2, threads=1))  # fmt: skip
+    assert caplog.text.count("training folds [0, 1] on 2 local worker(s)") == 2  # the first round's, then the second's
+    assert workers.oof.read_bytes() == alone.oof.read_bytes()
+    assert workers.pseudo_labels.read_bytes() == alone.pseudo_labels.read_bytes()
+    for fold in (0, 1):
+        a = torch.load(alone.models / f"fold{fold}.pt", weights_only=False)["state_dict"]
+        b = torch.load(workers.models / f"fold{fold}.pt", weights_only=False)["state_dict"]
+        assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_the_loader_takes_first_round_and_names_a_misspelling(tmp_path: Path) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text("pseudo_label:\n  source: first_round\n")
+    assert load_params(path).pseudo_label.source == "first_round"
+    path.write_text("pseudo_label:\n  source: First-Round\n")
+    with pytest.raises(ParamsError, match="source: 'First-Round' reads like first_round; write first_round"):
+        load_params(path)

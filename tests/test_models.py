@@ -49,3 +49,21 @@ def test_kcv_cnn_widens_for_small_images_and_stays_lean_for_photos():
 
     assert first_width(16) == first_width(48) == 32
     assert first_width(49) == first_width(128) == 16
+
+
+def test_kcv_cnn_features_see_a_whole_32_px_digit():
+    """Before global pooling, some position of the last feature map depends on all four corners of a
+    32-px image (a receptive field of at least 32 px), so the pooled features describe whole digits."""
+    torch.manual_seed(0)
+    model = build_model(name="kcv_cnn", num_classes=3, in_chans=3, img_size=32).eval()
+    trunk = model.features[:-2]  # without AdaptiveAvgPool2d and Flatten: (B, C, h, w)
+    x = torch.rand(1, 3, 32, 32, requires_grad=True)
+    out = trunk(x)
+    h, w = out.shape[-2:]
+    corners = [(slice(0, 2), slice(0, 2)), (slice(0, 2), slice(30, 32)), (slice(30, 32), slice(0, 2)), (slice(30, 32), slice(30, 32))]
+    whole = []
+    for i in range(h):
+        for j in range(w):
+            (grad,) = torch.autograd.grad(out[0, :, i, j].sum(), x, retain_graph=True)
+            whole.append(all(grad[0, :, r, c].abs().sum() > 0 for r, c in corners))
+    assert any(whole)

@@ -2,14 +2,16 @@
 
 The competition is `bench_layouts`' Digit Recognizer: 4,000 training and 1,000 hidden test digits of
 real MNIST (`pip install -e ".[bench]"`), 28x28 grey pixel rows, `solution.csv` scoring each
-submission as the leaderboard would. In a temporary copy of the project: `dvc repro` with the
-shipped params (committed and tagged `default`), then `dvc exp run` of two cheap variations (a
-second seed, `-S seeds=[7]`, on the same folds; and `-S model=mlp`), then
-`python -m kagglecv.blend default seed7 mlp`, and a pseudo-labelling round (`dvc exp run -S
-pseudo_label.source=default`: the default recipe with the test digits `default` predicted at
-`pseudo_label.threshold` or above added to every fold's training part). Also checks that a member
-made on other folds (`-S seed=1`) is refused and nothing written. Writes `benchmarks/blend.json`
-and a BENCHMARKS.md section.
+submission as the leaderboard would. In a temporary copy of the project, the data stages are
+committed; then `dvc exp run` makes the shipped recipe (`default`) and two cheap variations of it
+(`seed7`: a second seed, `-S seeds=[7]`, on the same folds; `mlp`: `-S model=mlp`), queued and run at
+once by `dvc queue start`; `python -m kagglecv.blend default seed7 mlp` blends them; then a
+pseudo-labelling round (`pseudo`: `-S pseudo_label.source=default`, the recipe with the test digits
+`default` predicted confidently added to every fold's training part) runs in the workspace (a
+queued run's copy cannot resolve another experiment's name), then a member made on other folds
+(`otherfolds`: `-S seed=1`), whose blend with `default` must be refused with nothing written.
+Writes `benchmarks/blend.json` and a BENCHMARKS.md section; each figure is also printed
+as it lands. `--n-folds` and `--epochs` shrink every run for a quick look.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -32,52 +35,86 @@ from kagglecv.engine import select_precision
 from kagglecv.workspace import copy_project
 
 RESULTS = Path("benchmarks/blend.json")
-EXPERIMENTS = {  # name -> dvc exp run -S settings (every varied key restated: the workspace keeps the last run's)
-    "seed7": ["seeds=[7]", "model=kcv_cnn", "pseudo_label.source="],
-    "mlp": ["seeds=1", "model=mlp", "pseudo_label.source="],
-    "pseudo": ["seeds=1", "model=kcv_cnn", "pseudo_label.source=default"],
+EXPERIMENTS = {  # name -> dvc exp run -S settings, over the committed params (the recipe) or the workspace's
+    "default": [],
+    "seed7": ["seeds=[7]"],
+    "mlp": ["model=mlp"],
+    "pseudo": ["pseudo_label.source=default"],
+    "otherfolds": ["seed=1", "epochs=1", "model=mlp", "pseudo_label.source="],  # after pseudo; the blend must refuse it
 }
 
 
 def sh(project: Path, *args: str) -> str:
-    env = {**os.environ, "PYTHONPATH": str(project / "src"), "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "kagglecv",
-           "GIT_AUTHOR_EMAIL": "kagglecv@localhost", "GIT_COMMITTER_NAME": "kagglecv",
-           "GIT_COMMITTER_EMAIL": "kagglecv@localhost"}  # fmt: skip
-    done = subprocess.run(args, cwd=project, env=env, capture_output=True, text=True)
+    done = subprocess.run(args, cwd=project, env=project_env(project), capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     return done.stdout + done.stderr
 
 
-def scores(project: Path) -> dict:
-    read = lambda name: json.loads((project / "metrics" / name).read_text())  # noqa: E731
+def project_env(project: Path) -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(project / "src"), "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "kagglecv",
+            "GIT_AUTHOR_EMAIL": "kagglecv@localhost", "GIT_COMMITTER_NAME": "kagglecv",
+            "GIT_COMMITTER_EMAIL": "kagglecv@localhost"}  # fmt: skip
+
+
+def scores(project: Path, name: str) -> dict:
+    """Experiment `name`'s cv and leaderboard figures and its train stage's minutes (read at its revision)."""
+    import dvc.api
+
+    def read(file: str) -> dict:
+        with dvc.api.open(f"metrics/{file}", repo=str(project), rev=name) as f:
+            return json.load(f)
+
     train = read("train.json")["train"]
-    return {"cv": read("cv.json")["cv"], "leaderboard": read("leaderboard.json")["leaderboard"],
-            "minutes": train["minutes"], **({"pseudo_labels": train["pseudo_labels"]} if "pseudo_labels" in train else {})}  # fmt: skip
+    figures = {"cv": read("cv.json")["cv"], "leaderboard": read("leaderboard.json")["leaderboard"],
+               "minutes": train["minutes"], **({"pseudo_labels": train["pseudo_labels"]} if "pseudo_labels" in train else {})}  # fmt: skip
+    print(json.dumps({name: figures}), flush=True)
+    return figures
+
+
+def run_queued(project: Path, names: list[str]) -> None:
+    """`dvc exp run --queue -n NAME` for each of `names` (their `EXPERIMENTS` settings), all run at once by
+    `dvc queue start -j`; stops, with the failed one's log, if one fails."""
+    for name in names:
+        sh(project, "dvc", "exp", "run", "--queue", "-n", name, *[a for s in EXPERIMENTS[name] for a in ("-S", s)])
+    # The workers it starts outlive it holding its stdout: so no pipe, or reading it never ends.
+    subprocess.run(["dvc", "queue", "start", "-j", str(len(names))], cwd=project, env=project_env(project), check=True,
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        while any(word in sh(project, "dvc", "queue", "status") for word in ("Queued", "Running")):
+            time.sleep(20)
+    finally:
+        sh(project, "dvc", "queue", "stop")
+    status = sh(project, "dvc", "queue", "status")
+    for name in names:
+        if not any(name in line and "Success" in line for line in status.splitlines()):
+            tail = sh(project, "dvc", "queue", "logs", name)[-3000:]
+            raise SystemExit(f"experiment {name} failed:\n{status}\n{tail}")
 
 
 def run_bench(work: Path, repo: Path, overrides: dict, *, mnist: bool = True) -> dict:
     """The experiments, the blend and the refusal in a copy of the project under `work`; their figures
-    (`mnist` False: on the embedded digits)."""
+    (`mnist` False: on the embedded digits). Experiments that do not need each other run at once."""
     project = work / "project"
     if mnist:
         raw = write_mnist_competition(work / "competition", "pixel_csv")
         data = {**yaml.safe_load((repo / "params.yaml").read_text())["data"], "source": "local", "path": str(raw)}
         overrides = {**overrides, "data": data}
     copy_project(repo, project, overrides)
-    start = time.perf_counter()
-    sh(project, "dvc", "repro", "-q")
-    runs = {"default": {**scores(project), "seconds": round(time.perf_counter() - start, 1)}}
+    sh(project, "dvc", "repro", "-q", "split")  # the data stages, which every experiment shares
     sh(project, "git", "add", "-A")
-    sh(project, "git", "commit", "-qm", "default recipe")
-    sh(project, "git", "tag", "default")
-    for name, settings in EXPERIMENTS.items():
-        start = time.perf_counter()
-        sh(project, "dvc", "exp", "run", "-q", "-n", name, *[a for s in settings for a in ("-S", s)])
-        runs[name] = {**scores(project), "seconds": round(time.perf_counter() - start, 1)}
-        print(json.dumps({name: runs[name]}), flush=True)
-    blend = blend_figures(project)
+    sh(project, "git", "commit", "-qm", "the competition and its folds")
+    run_queued(project, ["default", "seed7", "mlp"])
+    runs = {name: scores(project, name) for name in ("default", "seed7", "mlp")}
+    blend = blend_figures(project)  # printed as it lands, before the pseudo-labelling round
+    runs["pseudo"] = run_experiment(project, "pseudo")  # in the workspace, whose git knows the experiment `default`
     return {"runs": runs, "blend": blend, "refusal": check_refusal(project)}
+
+
+def run_experiment(project: Path, name: str) -> dict:
+    """`dvc exp run -n NAME` in the workspace, with its `EXPERIMENTS` settings over the workspace's params."""
+    sh(project, "dvc", "exp", "run", "-q", "-n", name, *[a for s in EXPERIMENTS[name] for a in ("-S", s)])
+    return scores(project, name)
 
 
 def blend_figures(project: Path) -> dict:
@@ -93,8 +130,7 @@ def blend_figures(project: Path) -> dict:
 def check_refusal(project: Path) -> str:
     """A member made on other folds (`seed=1` splits differently): the blend stops and writes nothing."""
     (project / "metrics/blend.json").unlink()
-    sh(project, "dvc", "exp", "run", "-q", "-n", "otherfolds", "-S", "seed=1", "-S", "epochs=1", "-S", "model=mlp",
-       "-S", "pseudo_label.source=")  # fmt: skip
+    run_experiment(project, "otherfolds")
     env = {**os.environ, "PYTHONPATH": str(project / "src")}
     done = subprocess.run(["python", "-m", "kagglecv.blend", "default", "otherfolds"], cwd=project, env=env,
                           capture_output=True, text=True)  # fmt: skip
@@ -106,20 +142,23 @@ def check_refusal(project: Path) -> str:
 def write_report(results: dict) -> None:
     runs, blend = results["runs"], results["blend"]
     lines = [f"| `{name}` | {r['cv']['accuracy']} | {r['cv']['log_loss']} | {r['leaderboard']['accuracy']} | "
-             f"{r.get('pseudo_labels', '')} | {r['seconds']} |" for name, r in runs.items()]  # fmt: skip
+             f"{r.get('pseudo_labels', '')} | {r['minutes']} |" for name, r in runs.items()]  # fmt: skip
     lines += [f"| blend, `--method {m}`{' (auto: chosen)' if m == blend['method'] else ''} | {b['cv']['accuracy']} | "
               f"{b['cv']['log_loss']} | {blend['leaderboard']['accuracy'] if m == blend['method'] else ''} | | |"
               for m, b in blend["methods"].items()]  # fmt: skip
     weights = ", ".join(f"{k} {v}" for k, v in blend["weights"].items())
-    machine = results["machine"]
+    machine, load = results["machine"], results.get("load")
+    command = results.get("command", "python -m kagglecv.bench_blend")
     replace_section(REPORT, "bench:blend", (
-        f"## Ensembling on real MNIST, {machine['device']} ({machine['cpu']}, {machine['cores']} cores)\n\n"
+        f"## Ensembling on real MNIST, {machine['device']} ({machine['cpu']}, {machine['cores']} cores), {machine['date']}\n\n"
+        f"`{command}`"
+        + (f", the machine's load average {load[0]} at the start and {load[1]} at the end" if load else "") + ". "
         "4,000 training and 1,000 hidden test digits (Digit Recognizer). `default`: the shipped params"
         + "".join(f", `{k}: {v}`" for k, v in results["overrides"].items()) + "; "
         "`seed7`: `-S seeds=[7]`; `mlp`: `-S model=mlp`; `pseudo`: `-S pseudo_label.source=default`. "
         "The blend's cv figures come from weights fit out of fold; the submission's weights (fit on every "
         f"out-of-fold row): {weights}; the blend took {blend['seconds']} s.\n\n"
-        "| run | cv.accuracy | cv.log_loss | hidden-test accuracy | pseudo-labels | seconds |\n"
+        "| run | cv.accuracy | cv.log_loss | hidden-test accuracy | pseudo-labels | train minutes |\n"
         "| --- | --- | --- | --- | --- | --- |\n" + "\n".join(lines) + "\n\n"
         f"A member made on other folds: `{results['refusal']}`\n\n"
     ))  # fmt: skip
@@ -130,6 +169,8 @@ def main() -> None:
     parser.add_argument("--tiny", action="store_true", help="the embedded digits, 2 folds, 2 epochs: checks the run, writes nothing")
     parser.add_argument("--n-folds", type=int, help="n_folds for every run (default: params.yaml's)")
     parser.add_argument("--epochs", type=int, help="epochs for every run (default: params.yaml's)")
+    parser.add_argument("--parallel-folds", type=int, help="folds trained at once in every run, one torch thread each "
+                        "(scheduling only: the files are those of one fold after another with one thread)")
     parser.add_argument("--reblend", type=Path, help="a kept project of an earlier run: blend its experiments again")
     args = parser.parse_args()
     if args.reblend:  # the same experiments' artifacts, blended by this checkout's blend module
@@ -139,11 +180,16 @@ def main() -> None:
         write_report(results)
         return
     overrides = {k: v for k, v in (("n_folds", args.n_folds), ("epochs", args.epochs)) if v is not None}
+    if args.parallel_folds:
+        overrides["parallel"] = {"folds": args.parallel_folds, "backend": "local", "address": "auto", "threads": 1}
     if args.tiny:
         overrides = {"n_folds": 2, "epochs": 2, "img_size": 8}
+    load = [round(os.getloadavg()[0], 1)]  # the machine is shared: its 1-minute load average, start and end
     with tempfile.TemporaryDirectory() as tmp:
         results = run_bench(Path(tmp), Path.cwd(), overrides, mnist=not args.tiny)
+    results["load"] = [*load, round(os.getloadavg()[0], 1)]
     results["overrides"] = overrides
+    results["command"] = " ".join(["python -m kagglecv.bench_blend", *sys.argv[1:]])
     results["machine"] = machine_description(select_precision("auto"))
     print(json.dumps(results, indent=1))
     if not args.tiny:

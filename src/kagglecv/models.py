@@ -70,18 +70,23 @@ class _Classifier(nn.Module):
 def kcv_cnn(
     num_classes: int = 10, in_chans: int = 1, img_size: int = 28, width: int = 0, drop_rate: float = 0.2, **_
 ) -> nn.Module:
-    """Small, fast CNN: two Conv-BN-ReLU pairs per stage, two stages, global average pooling.
+    """Small, fast CNN: two stages of two Conv-BN-ReLU and a max pool, a Conv-BN-ReLU at a quarter of the
+    side and one at an eighth (after another max pool), global average pooling.
 
     `width` 0: 32 filters in the first stage for images up to 48 px, 16 above. Small images are cheap
     per pixel, and 16 filters underfit digits drawn in random colours (on 4,000 coloured MNIST digits
     at 32 px, one fold: 0.969 with 16, 0.979 with 24, 0.983 with 32); at photo sizes 16 keep a CPU
-    epoch affordable (the cost grows with width squared)."""
+    epoch affordable (the cost grows with width squared). The last pool and convolution see the
+    whole of a 32-px image (a receptive field of about 40 px, 24 without them): the pooled features
+    describe the digit rather than its strokes (one fold of the same digits: 0.9825 -> 0.986,
+    validation loss 0.069 -> 0.045) for about 8 % more computation."""
     w1 = width or (32 if img_size <= 48 else 16)
     w2 = 2 * w1
     features = nn.Sequential(
         *_conv_bn_relu(in_chans, w1), *_conv_bn_relu(w1, w1), nn.MaxPool2d(2),
         *_conv_bn_relu(w1, w2), *_conv_bn_relu(w2, w2), nn.MaxPool2d(2),
-        *_conv_bn_relu(w2, 2 * w2),
+        *_conv_bn_relu(w2, 2 * w2), nn.MaxPool2d(2, ceil_mode=True),  # ceil: 4-px images still fit
+        *_conv_bn_relu(2 * w2, 2 * w2),
         nn.AdaptiveAvgPool2d(1), nn.Flatten(),
     )  # fmt: skip
     model = _Classifier(features, 2 * w2, num_classes, drop_rate)

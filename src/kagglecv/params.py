@@ -73,11 +73,14 @@ class EmaParams:
     decay: float = field(default=0.999, metadata=_range(ge=0.0, le=1.0))  # per optimiser step, after warmup
 
 
+FIRST_ROUND = "first_round"  # pseudo_label.source: this experiment's folds trained once without pseudo-labels
+
+
 @dataclass(frozen=True)
 class PseudoLabelParams:
-    """Test images added to every fold's training part with the labels an earlier run predicted (`pseudo_label:`)."""
+    """Test images added to every fold's training part with the labels a fold ensemble predicted (`pseudo_label:`)."""
 
-    source: str = ""  # "": off; a revision (experiment, branch, tag, commit) whose predictions/test_probs.csv labels them
+    source: str = ""  # "": off; first_round; or a revision (experiment, branch, tag, commit): its test_probs.csv
     threshold: float = field(default=0.99, metadata=_range(gt=0.0, le=1.0))  # the top class probability needed
 
 
@@ -157,6 +160,10 @@ def _check_together(params: Params, errors: list[str]) -> None:
         errors.append(f"seeds: {params.seeds} must list at least one seed, each once (or give a count, e.g. 3)")
     if params.mixup.enabled and params.batch_size % 2:
         errors.append(f"batch_size: {params.batch_size} must be even when mixup is on (timm's Mixup pairs images)")
+    source = params.pseudo_label.source
+    if source != FIRST_ROUND and source.strip().lower().replace("-", "_").replace(" ", "_") == FIRST_ROUND:
+        errors.append(f"pseudo_label.source: {source!r} reads like {FIRST_ROUND}; write {FIRST_ROUND} for this "
+                      "experiment's own first round")  # fmt: skip
     if params.parallel.folds > 1 and params.devices != 1:
         errors.append(f"parallel.folds: {params.parallel.folds} trains each fold in one process; set devices: 1 "
                       f"(devices: {params.devices} splits one fold over several)")  # fmt: skip

@@ -1,11 +1,13 @@
-"""Pseudo-labelling: test images an earlier run predicted confidently join every fold's training part.
+"""Pseudo-labelling: test images a fold ensemble predicted confidently join every fold's training part.
 
-`pseudo_label.source` names a revision (an experiment, branch, tag or commit, read through DVC's
-API, see `kagglecv.revisions`) whose `predictions/test_probs.csv` (its fold ensemble's test
-probabilities) labels the test images; those whose top class probability reaches
-`pseudo_label.threshold` are added with that class (a hard label) at fold -1 (`TRAIN_ONLY_FOLD`):
-trained on by every fold's model, validated by none, so the out-of-fold predictions and the cv
-figures are still those of training images no model of theirs saw.
+`pseudo_label.source` says whose test probabilities label the test images: a revision (an
+experiment, branch, tag or commit, read through DVC's API, see `kagglecv.revisions`), whose
+`predictions/test_probs.csv` holds its fold ensemble's; or `first_round`, this experiment's own
+folds trained once without pseudo-labels, their test probabilities averaged (`predict_test_probs`).
+Those test images whose top class probability reaches `pseudo_label.threshold` are added with that
+class (a hard label) at fold -1 (`TRAIN_ONLY_FOLD`): trained on by every fold's model, validated by
+none, so the out-of-fold predictions and the cv figures are still those of training images no model
+of theirs saw.
 """
 
 from __future__ import annotations
@@ -15,10 +17,14 @@ import logging
 
 import numpy as np
 import pandas as pd
+import torch
 
 from kagglecv.data import TRAIN_ONLY_FOLD, Competition, CompetitionError
-from kagglecv.fold_training import FoldData
-from kagglecv.params import Params
+from kagglecv.engine import predict_probs
+from kagglecv.fold_training import FoldData, TrainSetup
+from kagglecv.loaders import eval_batches
+from kagglecv.models import build_model
+from kagglecv.params import FIRST_ROUND, Params
 from kagglecv.paths import Paths
 from kagglecv.revisions import read_csv_at
 from kagglecv.tasks import Task
@@ -26,46 +32,91 @@ from kagglecv.tasks import Task
 log = logging.getLogger("kagglecv.train")
 
 
-def choose_pseudo_labels(params: Params, paths: Paths, competition: Competition, task: Task) -> pd.DataFrame:
-    """id, label, confidence and row (its position among the test images) of each test image chosen;
-    none when `pseudo_label.source` is empty. Single-label tasks only: a multilabel image has no top class."""
-    chosen = pd.DataFrame({"id": pd.Series(dtype=str), "label": pd.Series(dtype=str),
-                           "confidence": pd.Series(dtype=float), "row": pd.Series(dtype=int)})  # fmt: skip
-    source = params.pseudo_label.source
-    if not source:
-        return chosen
+def no_pseudo_labels() -> pd.DataFrame:
+    return pd.DataFrame({"id": pd.Series(dtype=str), "label": pd.Series(dtype=str),
+                         "confidence": pd.Series(dtype=float), "row": pd.Series(dtype=int)})  # fmt: skip
+
+
+def check_single_label(task: Task) -> None:
     if task.multilabel:
         raise CompetitionError("pseudo_label.source: pseudo-labels need a single-label task, this one is multilabel; "
                                "set pseudo_label.source to \"\"")  # fmt: skip
+
+
+def read_source_probs(params: Params, paths: Paths, competition: Competition, task: Task) -> np.ndarray:
+    """The test probabilities (N, K), in the competition's test order, of the revision `pseudo_label.source`."""
+    source = params.pseudo_label.source
     probs = read_csv_at(paths.root, source, str(Paths().test_probs), dtype={"id": str}, keep_default_na=False)
-    classes = list(probs.columns[1:])
-    if classes != task.classes or sorted(probs["id"]) != sorted(competition.test_ids):
+    if list(probs.columns[1:]) != task.classes or sorted(probs["id"]) != sorted(competition.test_ids):
         raise CompetitionError(
             f"pseudo_label.source: {source}'s predictions/test_probs.csv is for other classes or test ids than "
             f"{paths.raw}: name a revision of this competition"
         )
-    values = probs[classes].to_numpy(float)
-    confidence = values.max(1) / values.sum(1)
-    keep = np.flatnonzero(confidence >= params.pseudo_label.threshold)
-    row_of = {test_id: i for i, test_id in enumerate(competition.test_ids)}
-    chosen = pd.DataFrame({
-        "id": probs["id"].to_numpy()[keep], "label": np.asarray(classes)[values[keep].argmax(1)],
-        "confidence": confidence[keep].round(6), "row": [row_of[i] for i in probs["id"].to_numpy()[keep]],
+    return probs.set_index("id").loc[competition.test_ids, task.classes].to_numpy(float)
+
+
+def choose_pseudo_labels(params: Params, paths: Paths, competition: Competition, task: Task) -> pd.DataFrame:
+    """id, label, confidence and row (its position among the test images) of each test image the revision
+    `pseudo_label.source` labels confidently enough; none when it is empty or `first_round` (see
+    `select_confident`). Single-label tasks only: a multilabel image has no top class."""
+    source = params.pseudo_label.source
+    if not source or source == FIRST_ROUND:
+        return no_pseudo_labels()
+    check_single_label(task)
+    return select_confident(read_source_probs(params, paths, competition, task), competition.test_ids, task.classes,
+                            params.pseudo_label.threshold, source=f"{source}'s test predictions")  # fmt: skip
+
+
+def select_confident(
+    probs: np.ndarray, ids: list[str], classes: list[str], threshold: float, *, source: str
+) -> pd.DataFrame:  # fmt: skip
+    """The test images (`probs` (N, K) in the order of `ids`) whose top class probability reaches `threshold`,
+    in that order: id, label (the top class), confidence and row."""
+    confidence = probs.max(1) / probs.sum(1)
+    keep = np.flatnonzero(confidence >= threshold)
+    log.info("pseudo-labels: %d of %d test images reach %.3f in %s", len(keep), len(ids), threshold, source)
+    return pd.DataFrame({
+        "id": np.asarray(ids, dtype=object)[keep], "label": np.asarray(classes)[probs[keep].argmax(1)],
+        "confidence": confidence[keep].round(6), "row": keep,
     })  # fmt: skip
-    log.info("pseudo-labels: %d of %d test images reach %.3f in %s's test predictions", len(chosen), len(probs),
-             params.pseudo_label.threshold, source)  # fmt: skip
-    return chosen
+
+
+def load_test_images(
+    competition: Competition, params: Params, data: FoldData, rows: list[int] | None = None
+) -> np.ndarray:  # fmt: skip
+    """The test images (those at `rows`, or all) decoded as the training images were (side `cache_size`, channels)."""
+    test = competition.test_images if rows is None else competition.test_images.select(rows)
+    return test.load(img_size=params.cache_size, channels=params.data.channels or data.images.shape[-1])
+
+
+def predict_test_probs(
+    states: list[dict], competition: Competition, params: Params, data: FoldData, setup: TrainSetup
+) -> np.ndarray:  # fmt: skip
+    """The fold ensemble's test probabilities (N, K): every model's (`states`: finished folds, with `best_state`)
+    averaged over the `tta` views, then over the models, as `predict` averages them."""
+    images = load_test_images(competition, params, data)
+    device = setup.precision.device
+    batches = eval_batches(images, batch_size=params.batch_size, transform=setup.test_transform, size=params.img_size,
+                           device=device)  # fmt: skip
+    mean, std = torch.tensor(setup.mean), torch.tensor(setup.std)
+    probs = []
+    for state in states:
+        model = build_model(name=params.model, num_classes=len(data.task.classes), in_chans=images.shape[-1],
+                            img_size=params.img_size)  # fmt: skip
+        model.load_state_dict(state["best_state"])
+        model.to(device, memory_format=torch.channels_last if setup.precision.channels_last else torch.preserve_format)
+        probs.append(predict_probs(model, batches, precision=setup.precision, mean=mean, std=std, views=setup.views))
+    return np.mean(probs, axis=0)
 
 
 def with_pseudo_labels(data: FoldData, chosen: pd.DataFrame, competition: Competition, params: Params) -> FoldData:
     """`data` with the `chosen` test images (decoded like the training images) appended at fold -1."""
     if chosen.empty:
         return data
-    test = competition.test_images.select(chosen["row"].tolist())
-    images = test.load(img_size=params.cache_size, channels=params.data.channels or data.images.shape[-1])
+    images = load_test_images(competition, params, data, chosen["row"].tolist())
     classes = data.task.classes
     labels = np.array([classes.index(label) for label in chosen["label"]])
     return dataclasses.replace(
         data, images=np.concatenate([data.images, images]), labels=np.concatenate([data.labels, labels]),
-        fold_of=np.concatenate([data.fold_of, np.full(len(chosen), TRAIN_ONLY_FOLD)]),
+        fold_of=np.concatenate([data.fold_of, np.full(len(chosen), TRAIN_ONLY_FOLD)]), train_images=None,
     )  # fmt: skip

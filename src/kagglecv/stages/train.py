@@ -13,7 +13,10 @@ epoch, validation accuracy, seconds, images/s).
 `seeds` trains each fold once per seed (`models/fold<k>-<r>.pt` beside `fold<k>.pt`) and averages
 their out-of-fold probabilities; `soup` makes a fold's model the average of its best epochs' weights
 (`kagglecv.engine.fit`); `pseudo_label` adds confidently predicted test images to every fold's
-training part (`kagglecv.pseudo_labels`), listed in `predictions/pseudo_labels.csv`.
+training part (`kagglecv.pseudo_labels`), listed in `predictions/pseudo_labels.csv`. With
+`pseudo_label.source: first_round` every fold trains twice: once without them (its results stay in
+the resume store; `train_folds.json` keeps their figures under `first_round`), then, after the test
+images are labelled by those models, again with them: the files are the second round's.
 
 With `time_limit` (minutes) set, one epoch of fold 0 is timed first and every fold gets the same
 number of epochs that fits the budget (see `kagglecv.budget`).
@@ -43,18 +46,24 @@ import pandas as pd
 from dvclive import Live
 from kagglecv import distributed, parallel
 from kagglecv.artifacts import write_checkpoint, write_csv, write_json
-from kagglecv.budget import plan_epochs
+from kagglecv.budget import EpochPlan, plan_epochs
 from kagglecv.data import CompetitionError
 from kagglecv.batch_transforms import build_batch_transforms
 from kagglecv.engine import EpochLog, TrainingDiverged
 from kagglecv.fold_training import FoldData, TrainSetup, check_names, make_setup, read_training_set, train_fold
 from kagglecv.loaders import ImageDataset, resident
 from kagglecv.models import ModelError
-from kagglecv.params import Params, ParamsError, load_params, training_seeds
+from kagglecv.params import FIRST_ROUND, Params, ParamsError, PseudoLabelParams, load_params, training_seeds
 from kagglecv.paths import Paths
 from kagglecv.pictures import write_image_grid
 from kagglecv.progress import format_seconds
-from kagglecv.pseudo_labels import choose_pseudo_labels, with_pseudo_labels
+from kagglecv.pseudo_labels import (
+    check_single_label,
+    choose_pseudo_labels,
+    predict_test_probs,
+    select_confident,
+    with_pseudo_labels,
+)
 from kagglecv.resume import ResumeStore, code_hashes, resume_key
 from kagglecv.revisions import RevisionError
 from kagglecv.runtime import WorkspaceBusy, main_of, use_deterministic_algorithms, workspace_lock
@@ -78,8 +87,71 @@ def run(params: Params, paths: Paths = Paths(), *, only_folds: set[int] | None =
     params, competition, data = read_training_set(params, paths)
     classes, n_train = data.task.classes, len(data.images)
     setup = make_setup(params, data.images, len(classes))  # normalised by the training images' statistics
-    pseudo = choose_pseudo_labels(params, paths, competition, data.task)
+    n_folds = int(data.fold_of.max()) + 1
+    _log_start(params, setup, data.images, len(classes), n_folds)
+    only, first = only_folds, None
+    if params.pseudo_label.source == FIRST_ROUND:  # round 1 trains every fold, for the ensemble's test predictions
+        check_single_label(data.task)
+        plain = lambda p: dataclasses.replace(p, pseudo_label=PseudoLabelParams())  # noqa: E731
+        first = _train_round(plain(asked), plain(params), paths, data, setup, set(range(n_folds)), started=started,
+                             rounds=2, outputs=False, workers=only is None)  # fmt: skip
+        models = [state for states in first.states.values() for state in states]  # every fold's, every seed's
+        probs = predict_test_probs(models, competition, params, data, setup)
+        pseudo = select_confident(probs, competition.test_ids, classes, params.pseudo_label.threshold,
+                                  source="the first round's test predictions")  # fmt: skip
+    else:
+        pseudo = choose_pseudo_labels(params, paths, competition, data.task)
     data = with_pseudo_labels(data, pseudo, competition, params)  # appended at fold -1: trained on, never validated
+    if distributed.is_main() and only is None:
+        write_augmented_grid(paths.augmented_plot, params, data, competition.train_labels)
+    last = _train_round(asked, params, paths, data, setup, only or set(range(n_folds)), started=started, after=first,
+                        outputs=only is None, workers=only is None)  # fmt: skip
+    seconds = time.perf_counter() - started
+    plan = last.plan
+    headline = {"minutes": round(seconds / 60, 2), **plan.summary(), "img_size": params.img_size, "cache_size": params.cache_size}
+    if params.pseudo_label.source:
+        headline["pseudo_labels"] = len(pseudo)
+    detail = {"seconds": round(seconds, 2), "epoch_seconds": plan.epoch_seconds, "folds": last.summary}
+    if first is not None:
+        detail["first_round"] = {"folds": first.summary}
+    plan.warn_if_over(seconds)
+    if only is not None:
+        log.info("folds %s trained into %s; gather every fold's file there and run 'dvc repro'", sorted(only),
+                 last.store.dir)  # fmt: skip
+        return {**headline, **detail, "states": {fold: states[0] for fold, states in last.states.items()}}
+    if distributed.is_main():
+        n = n_train  # the pseudo-labelled test images after them have no out-of-fold row
+        write_oof(paths.oof, last.oof[:n], classes, competition.train_ids, competition.train_labels, data.fold_of[:n])
+        write_csv(paths.pseudo_labels, pseudo[["id", "label", "confidence"]])
+        write_json(paths.train_metrics, {"train": headline})
+        write_json(paths.train_folds_metrics, {"train": detail})
+    distributed.barrier()  # every process is done with the resume state before it goes
+    if distributed.is_main():
+        for done in (first, last):
+            if done is not None:
+                done.store.clear()
+    return {**headline, **detail}
+
+
+@dataclasses.dataclass
+class Round:
+    """One training of the folds: out-of-fold probabilities (N, K), each fold's summary and finished states
+    (one per seed), the epoch plan, the resume store and the ETA clock."""
+
+    oof: np.ndarray
+    summary: dict[str, dict]
+    states: dict[int, list[dict]]
+    plan: EpochPlan
+    store: ResumeStore
+    clock: EtaClock
+
+
+def _train_round(
+    asked: Params, params: Params, paths: Paths, data: FoldData, setup: TrainSetup, folds: set[int], *, started: float,
+    rounds: int = 1, after: Round | None = None, outputs: bool, workers: bool,
+) -> Round:  # fmt: skip
+    """Train (or resume) `folds` on `data` with every seed; `after` the first round of two, with its epochs
+    and clock. `outputs`: checkpoints and dvclive curves; `workers`: with `parallel.folds` > 1, hand them out first."""
     images = data.images
     spec = resolve_augment(params.augment, params.img_size)
     if params.loader != "dataloader" and build_batch_transforms(spec) is not None:  # the tensor path
@@ -87,57 +159,35 @@ def run(params: Params, paths: Paths = Paths(), *, only_folds: set[int] | None =
     key = resume_key(parallel.trained_params(params), images, data.labels, data.fold_of)
     store = ResumeStore(key, paths.resume, code=code_hashes())  # an edit of the code trains a fold again
     n_folds = int(data.fold_of.max()) + 1
-    _log_start(params, setup, images, len(classes), n_folds)
-    if distributed.is_main() and only_folds is None:
-        write_augmented_grid(paths.augmented_plot, params, data, competition.train_labels)
-    oof = np.zeros((len(images), len(classes)), np.float32)
-    summary: dict[str, dict] = {}
-    states: dict[int, dict] = {}
-    only = only_folds
     seeds = training_seeds(params)
-    runs = (len(only) if only else n_folds) * len(seeds)
-    plan = plan_epochs(params, data, setup, folds=runs, started=started, store=store)
+    runs = len(folds) * len(seeds)
+    plan = after.plan if after else plan_epochs(params, data, setup, folds=runs * rounds, started=started, store=store)
     params = dataclasses.replace(params, epochs=plan.epochs)  # every fold alike, so the CV stays comparable
-    clock = EtaClock(runs, params.epochs, runs=len(seeds))
-    if only is None:  # with parallel.folds > 1, workers train the folds into the store first
+    clock = after.clock if after else EtaClock(runs * rounds, params.epochs, runs=len(seeds))
+    name = "" if after is None and rounds == 1 else f"round {2 if after else 1}/2 "
+    if name:
+        log.info("%s: the folds %s pseudo-labels", name.strip(), "with the" if after else "without")
+    if workers:  # with parallel.folds > 1, workers train the folds into the store first
         task = functools.partial(train_in_worker, asked, dataclasses.replace(paths, root=paths.root.resolve()))
-        parallel.train_folds(task, range(n_folds), params.parallel, store)
-    for fold in range(n_folds):
-        if only is not None and fold not in only:
-            continue
-        results = [_train_seed(fold, run, seed, params, data, setup, store, paths, clock, n_folds, outputs=only is None)
+        parallel.train_folds(task, sorted(folds), params.parallel, store)
+    oof = np.zeros((len(images), len(data.task.classes)), np.float32)
+    summary, states = {}, {}
+    for fold in sorted(folds):
+        results = [_train_seed(fold, run, seed, params, data, setup, store, paths, clock, n_folds, outputs=outputs,
+                               slot=(runs if after else 0) + fold * len(seeds) + run, round_name=name)
                    for run, seed in enumerate(seeds)]  # fmt: skip
         probs = [r["oof_probs"] for r in results]
         oof[data.fold_of == fold] = probs[0] if len(probs) == 1 else np.mean(probs, axis=0)  # seeds averaged
         summary[str(fold)] = _fold_summary(results[0])
         if len(results) > 1:
             summary[str(fold)]["seeds"] = {str(seed): _fold_summary(r) for seed, r in zip(seeds, results)}
-        if only is not None:
-            states[fold] = results[0]
-    seconds = time.perf_counter() - started
-    headline = {"minutes": round(seconds / 60, 2), **plan.summary(), "img_size": params.img_size, "cache_size": params.cache_size}
-    if params.pseudo_label.source:
-        headline["pseudo_labels"] = len(pseudo)
-    detail = {"seconds": round(seconds, 2), "epoch_seconds": plan.epoch_seconds, "folds": summary}
-    plan.warn_if_over(seconds)
-    if only is not None:
-        log.info("folds %s trained into %s; gather every fold's file there and run 'dvc repro'", sorted(only), store.dir)
-        return {**headline, **detail, "states": states}
-    if distributed.is_main():
-        n = n_train  # the pseudo-labelled test images after them have no out-of-fold row
-        write_oof(paths.oof, oof[:n], classes, competition.train_ids, competition.train_labels, data.fold_of[:n])
-        write_csv(paths.pseudo_labels, pseudo[["id", "label", "confidence"]])
-        write_json(paths.train_metrics, {"train": headline})
-        write_json(paths.train_folds_metrics, {"train": detail})
-    distributed.barrier()  # every process is done with the resume state before it goes
-    if distributed.is_main():
-        store.clear()
-    return {**headline, **detail}
+        states[fold] = results
+    return Round(oof, summary, states, plan, store, clock)
 
 
 def _train_seed(
     fold: int, run: int, seed: int, params: Params, data: FoldData, setup: TrainSetup, store: ResumeStore, paths: Paths,
-    clock: EtaClock, n_folds: int, *, outputs: bool = True,
+    clock: EtaClock, n_folds: int, *, outputs: bool = True, slot: int = 0, round_name: str = "",
 ) -> dict:  # fmt: skip
     """Fold `fold` trained with its `run`-th seed, `seed`; its checkpoint is `models/fold<k>.pt` (first seed) or
     `models/fold<k>-<run>.pt`, its curves `dvclive/` under the same name; without `outputs` (a fold trained
@@ -145,7 +195,7 @@ def _train_seed(
     name = f"fold{fold}" if run == 0 else f"fold{fold}-{run}"
     params = dataclasses.replace(params, seed=seed)
     with _live(paths.live / name) if outputs else _NoLive() as live:
-        on_epoch = _epoch_logger(live, fold, n_folds, params.epochs, clock, fold * clock.runs + run)
+        on_epoch = _epoch_logger(live, fold, n_folds, params.epochs, clock, slot, round_name)
         result = train_fold(fold, params, data, setup, store, on_epoch=on_epoch, run=run)
     if outputs and distributed.is_main():
         write_checkpoint(paths.models / f"{name}.pt", _checkpoint(params, setup, data.task, data.images, fold, result))
@@ -249,9 +299,11 @@ class EtaClock:
         return self.seconds / self.trained * left
 
 
-def _epoch_logger(live: Live | _NoLive, fold: int, n_folds: int, epochs: int, clock: EtaClock, slot: int):
-    """One log line per epoch (with an ETA for the whole stage; `slot`: the fold's place among every fold's seeds)
-    and dvclive's curves."""
+def _epoch_logger(
+    live: Live | _NoLive, fold: int, n_folds: int, epochs: int, clock: EtaClock, slot: int, round_name: str = ""
+):  # fmt: skip
+    """One log line per epoch (with an ETA for the whole stage; `slot`: the fold's place among every fold's seeds
+    and rounds; `round_name`: the round, when there are two) and dvclive's curves."""
     last = [time.perf_counter()]
 
     def on_epoch(e: EpochLog, replayed: bool = False) -> None:
@@ -269,8 +321,8 @@ def _epoch_logger(live: Live | _NoLive, fold: int, n_folds: int, epochs: int, cl
             return
         left = clock.after(slot, e.epoch, took)
         log.info(
-            "fold %d/%d epoch %2d/%d  train %.4f %.4f  valid %.4f %.4f%s%s  %.1fs %.0f img/s  eta %s",
-            fold + 1, n_folds, e.epoch + 1, epochs, e.train_loss, e.train_accuracy, e.valid_loss, e.valid_accuracy,
+            "%sfold %d/%d epoch %2d/%d  train %.4f %.4f  valid %.4f %.4f%s%s  %.1fs %.0f img/s  eta %s",
+            round_name, fold + 1, n_folds, e.epoch + 1, epochs, e.train_loss, e.train_accuracy, e.valid_loss, e.valid_accuracy,
             "" if math.isnan(e.valid_metric) else f" metric {e.valid_metric:.4f}", " *" if e.improved else "  ",
             e.seconds, e.images_per_s,
             f"at most {format_seconds(left)}" if left > 0 else "0s (last epoch)",
