@@ -124,5 +124,6 @@ def test_stage_memory_does_not_grow_with_the_data_set(tmp_path: Path) -> None:
         for kind in ("anon", "file"):
             growth = large[stage][kind] - small[stage][kind]
             # Holding the decoded set once would add 166 MB (anonymous, or mapped pages of the cache); a copy, twice that.
-            assert growth < 0.15 * DECODED_LARGE_MB, (stage, kind, small, large)
+            # Measured: at most 31 MB (train's file-backed pages, 24-31 MB from run to run), the rest under 10 MB.
+            assert growth < 0.25 * DECODED_LARGE_MB, (stage, kind, small, large)
         assert large[stage]["anon"] < 64, (stage, large)  # MB above the libraries: batches, model, bookkeeping
