@@ -4,8 +4,9 @@ The competition is `bench_layouts`' Digit Recognizer: 4,000 training and 1,000 h
 real MNIST (`pip install -e ".[bench]"`), 28x28 grey pixel rows, `solution.csv` scoring each
 submission as the leaderboard would. In a temporary copy of the project, the data stages are
 committed; then `dvc exp run` makes the shipped recipe (`default`) and two cheap variations of it
-(`seed7`: a second seed, `-S seeds=[7]`, on the same folds; `mlp`: `-S model=mlp`), queued and run at
-once by `dvc queue start`; `python -m kagglecv.blend default seed7 mlp` blends them; then a
+(`seed7`: a second seed, `-S seeds=[7]`, on the same folds; `vgg`: `-S model=vgg_style`, the Food-11
+homework's network), queued and run at once by `dvc queue start`; `python -m kagglecv.blend default
+seed7 vgg` blends them; then a
 pseudo-labelling round (`pseudo`: `-S pseudo_label.source=default`, the recipe with the test digits
 `default` predicted confidently added to every fold's training part) runs in the workspace (a
 queued run's copy cannot resolve another experiment's name), then a member made on other folds
@@ -17,6 +18,7 @@ as it lands. `--n-folds` and `--epochs` shrink every run for a quick look.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
@@ -38,10 +40,11 @@ RESULTS = Path("benchmarks/blend.json")
 EXPERIMENTS = {  # name -> dvc exp run -S settings, over the committed params (the recipe) or the workspace's
     "default": [],
     "seed7": ["seeds=[7]"],
-    "mlp": ["model=mlp"],
+    "vgg": ["model=vgg_style"],
     "pseudo": ["pseudo_label.source=default"],
     "otherfolds": ["seed=1", "epochs=1", "model=mlp", "pseudo_label.source="],  # after pseudo; the blend must refuse it
 }
+MEMBERS = ("default", "seed7", "vgg")  # blended
 
 
 def sh(project: Path, *args: str) -> str:
@@ -104,8 +107,8 @@ def run_bench(work: Path, repo: Path, overrides: dict, *, mnist: bool = True) ->
     sh(project, "dvc", "repro", "-q", "split")  # the data stages, which every experiment shares
     sh(project, "git", "add", "-A")
     sh(project, "git", "commit", "-qm", "the competition and its folds")
-    run_queued(project, ["default", "seed7", "mlp"])
-    runs = {name: scores(project, name) for name in ("default", "seed7", "mlp")}
+    run_queued(project, list(MEMBERS))
+    runs = {name: scores(project, name) for name in MEMBERS}
     blend = blend_figures(project)  # printed as it lands, before the pseudo-labelling round
     runs["pseudo"] = run_experiment(project, "pseudo")  # in the workspace, whose git knows the experiment `default`
     return {"runs": runs, "blend": blend, "refusal": check_refusal(project)}
@@ -118,9 +121,9 @@ def run_experiment(project: Path, name: str) -> dict:
 
 
 def blend_figures(project: Path) -> dict:
-    """`python -m kagglecv.blend default seed7 mlp` (`--method auto`): metrics/blend.json and its seconds."""
+    """`python -m kagglecv.blend default seed7 vgg` (`--method auto`): metrics/blend.json and its seconds."""
     start = time.perf_counter()
-    sh(project, "python", "-m", "kagglecv.blend", "default", "seed7", "mlp")
+    sh(project, "python", "-m", "kagglecv.blend", *MEMBERS)
     blend = json.loads((project / "metrics/blend.json").read_text())["blend"]
     blend["seconds"] = round(time.perf_counter() - start, 1)
     print(json.dumps({"blend": blend}), flush=True)
@@ -155,7 +158,7 @@ def write_report(results: dict) -> None:
         + (f", the machine's load average {load[0]} at the start and {load[1]} at the end" if load else "") + ". "
         "4,000 training and 1,000 hidden test digits (Digit Recognizer). `default`: the shipped params"
         + "".join(f", `{k}: {v}`" for k, v in results["overrides"].items()) + "; "
-        "`seed7`: `-S seeds=[7]`; `mlp`: `-S model=mlp`; `pseudo`: `-S pseudo_label.source=default`. "
+        "`seed7`: `-S seeds=[7]`; `vgg`: `-S model=vgg_style`; `pseudo`: `-S pseudo_label.source=default`. "
         "The blend's cv figures come from weights fit out of fold; the submission's weights (fit on every "
         f"out-of-fold row): {weights}; the blend took {blend['seconds']} s.\n\n"
         "| run | cv.accuracy | cv.log_loss | hidden-test accuracy | pseudo-labels | train minutes |\n"
@@ -171,6 +174,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, help="epochs for every run (default: params.yaml's)")
     parser.add_argument("--parallel-folds", type=int, help="folds trained at once in every run, one torch thread each "
                         "(scheduling only: the files are those of one fold after another with one thread)")
+    parser.add_argument("--keep", type=Path, help="run in this new folder and keep it (its project/ can be --reblend)")
     parser.add_argument("--reblend", type=Path, help="a kept project of an earlier run: blend its experiments again")
     args = parser.parse_args()
     if args.reblend:  # the same experiments' artifacts, blended by this checkout's blend module
@@ -185,8 +189,10 @@ def main() -> None:
     if args.tiny:
         overrides = {"n_folds": 2, "epochs": 2, "img_size": 8}
     load = [round(os.getloadavg()[0], 1)]  # the machine is shared: its 1-minute load average, start and end
-    with tempfile.TemporaryDirectory() as tmp:
-        results = run_bench(Path(tmp), Path.cwd(), overrides, mnist=not args.tiny)
+    with contextlib.ExitStack() as stack:
+        work = args.keep or Path(stack.enter_context(tempfile.TemporaryDirectory()))
+        work.mkdir(parents=True, exist_ok=args.keep is None)
+        results = run_bench(work, Path.cwd(), overrides, mnist=not args.tiny)
     results["load"] = [*load, round(os.getloadavg()[0], 1)]
     results["overrides"] = overrides
     results["command"] = " ".join(["python -m kagglecv.bench_blend", *sys.argv[1:]])
