@@ -252,6 +252,13 @@ def test_losses_accept_soft_targets():
         assert torch.isfinite(build_loss(name=name)(logits, soft))
 
 
+@pytest.mark.parametrize("name", ["cross_entropy", "focal", "mse"])
+def test_one_hot_rows_and_their_class_indices_give_the_same_smoothed_loss(name):
+    logits, y = torch.randn(6, 4), torch.randint(0, 4, (6,))
+    loss = build_loss(name=name, label_smoothing=0.1, focal_gamma=1.5)
+    torch.testing.assert_close(loss(logits, nn.functional.one_hot(y, 4).float()), loss(logits, y))
+
+
 def test_class_weights_reach_the_loss():
     weights = torch.tensor([1.0, 2.0, 3.0])
     trainer = _trainer(config_of(epochs=1, lr=0.1), class_weights=weights)

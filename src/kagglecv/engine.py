@@ -1,7 +1,7 @@
 """Training and inference loops. They return numbers; stages own files, logs and trackers.
 
-Batches arrive as uint8 images (B, C, H, W) and integer labels; `to_input` moves them to the
-device and normalises them there, so the host never holds a float copy of the data. `fit` can
+Batches arrive as uint8 images (B, C, H, W) and integer labels, or soft targets (B, K); `to_input` moves
+them to the device and normalises them there, so the host never holds a float copy of the data. `fit` can
 resume: every epoch it offers the stage a snapshot of everything that changes during training
 (weights, optimiser, schedule, scaler, EMA, early stopping, random generators), and continuing
 from one reproduces the uninterrupted run exactly on the CPU.
@@ -231,7 +231,10 @@ def train_one_epoch(trainer: Trainer, batches: Batches, *, mean: torch.Tensor, s
         (trainer.scaler.scale(scaled) if trainer.scaler is not None else scaled).backward()
         if (i + 1) % trainer.accumulate == 0 or i + 1 == n_batches:
             trainer.optimizer_step()
-        correct = ((logits > 0) == (y > 0.5)).double().mean(1).sum() if trainer.multilabel else (logits.argmax(1) == y).sum()
+        if trainer.multilabel:
+            correct = ((logits > 0) == (y > 0.5)).double().mean(1).sum()
+        else:
+            correct = (logits.argmax(1) == (y.argmax(1) if y.ndim == 2 else y)).sum()  # soft targets (B, K): their top class
         stats += torch.stack([loss.detach().double() * len(y), correct.double(),
                               torch.tensor(len(y), device=device, dtype=torch.float64)])  # fmt: skip
     loss_sum, correct, seen = trainer.all_reduce(stats).tolist()

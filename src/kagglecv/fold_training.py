@@ -44,6 +44,7 @@ class FoldData:
     fold_of: np.ndarray  # int (N,): each image's validation fold
     task: Task  # what the labels mean, and the metric the folds are scored by
     train_images: np.ndarray | torch.Tensor | None = None  # what the tensor path gathers from (None: `images`)
+    targets: np.ndarray | None = None  # float32 (N, K) what training batches carry instead of `labels` (soft pseudo-labels)
 
 
 @dataclass(frozen=True)
@@ -202,9 +203,10 @@ def _train_batches(
         raise distributed.DevicesError(f"batch_size: {params.batch_size} must divide evenly among devices={world}")
     images = data.train_images if data.train_images is not None else data.images
     labels = data.labels[rows]
+    targets = labels if data.targets is None else data.targets[rows]  # what the loss compares the logits with
 
     def make(subset: np.ndarray, seed: int) -> Callable:
-        return train_batches(images, labels[subset], spec, rows=rows[subset], batch_size=params.batch_size // world,
+        return train_batches(images, targets[subset], spec, rows=rows[subset], batch_size=params.batch_size // world,
                              seed=seed, fold=fold, size=params.img_size, num_workers=params.num_workers,
                              loader=params.loader, device=device)  # fmt: skip
 

@@ -20,11 +20,10 @@ LOSSES = ("cross_entropy", "focal", "mse")
 
 
 def soft_targets(target: torch.Tensor, num_classes: int, label_smoothing: float = 0.0) -> torch.Tensor:
-    """Integer labels (B,) -> smoothed one-hot (B, K); soft targets pass through unchanged."""
-    if target.ndim == 2:
-        return target.float()
-    off = label_smoothing / num_classes
-    return F.one_hot(target, num_classes).float() * (1.0 - label_smoothing) + off
+    """Integer labels (B,) -> smoothed one-hot (B, K); soft targets (B, K) smoothed alike, as torch's
+    cross-entropy smooths them (mixup's arrive smoothed already, with the loss's smoothing 0)."""
+    t = target.float() if target.ndim == 2 else F.one_hot(target, num_classes).float()
+    return t * (1.0 - label_smoothing) + label_smoothing / num_classes
 
 
 class FocalLoss(nn.Module):

@@ -82,6 +82,7 @@ class PseudoLabelParams:
 
     source: str = ""  # "": off; first_round; or a revision (experiment, branch, tag, commit): its test_probs.csv
     threshold: float = field(default=0.99, metadata=_range(gt=0.0, le=1.0))  # the top class probability needed
+    labels: Literal["hard", "soft"] = "hard"  # hard: the top class; soft: the ensemble's probabilities as the target
 
 
 @dataclass(frozen=True)
@@ -164,6 +165,9 @@ def _check_together(params: Params, errors: list[str]) -> None:
     if source != FIRST_ROUND and source.strip().lower().replace("-", "_").replace(" ", "_") == FIRST_ROUND:
         errors.append(f"pseudo_label.source: {source!r} reads like {FIRST_ROUND}; write {FIRST_ROUND} for this "
                       "experiment's own first round")  # fmt: skip
+    if source and params.pseudo_label.labels == "soft" and params.mixup.enabled:
+        errors.append("pseudo_label.labels: soft cannot train with mixup (timm's Mixup takes class indices, not "
+                      "probability rows); set pseudo_label.labels: hard, or both mixup alphas to 0.0")  # fmt: skip
     if params.parallel.folds > 1 and params.devices != 1:
         errors.append(f"parallel.folds: {params.parallel.folds} trains each fold in one process; set devices: 1 "
                       f"(devices: {params.devices} splits one fold over several)")  # fmt: skip

@@ -4,10 +4,11 @@
 experiment, branch, tag or commit, read through DVC's API, see `kagglecv.revisions`), whose
 `predictions/test_probs.csv` holds its fold ensemble's; or `first_round`, this experiment's own
 folds trained once without pseudo-labels, their test probabilities averaged (`predict_test_probs`).
-Those test images whose top class probability reaches `pseudo_label.threshold` are added with that
-class (a hard label) at fold -1 (`TRAIN_ONLY_FOLD`): trained on by every fold's model, validated by
-none, so the out-of-fold predictions and the cv figures are still those of training images no model
-of theirs saw.
+Those test images whose top class probability reaches `pseudo_label.threshold` are added at fold -1
+(`TRAIN_ONLY_FOLD`): trained on by every fold's model, validated by none, so the out-of-fold
+predictions and the cv figures are still those of training images no model of theirs saw. Their
+label is the top class; with `pseudo_label.labels: soft` training targets their probability row
+instead (renormalised to sum 1: a distillation of the ensemble), the training images one-hot rows.
 """
 
 from __future__ import annotations
@@ -33,8 +34,8 @@ log = logging.getLogger("kagglecv.train")
 
 
 def no_pseudo_labels() -> pd.DataFrame:
-    return pd.DataFrame({"id": pd.Series(dtype=str), "label": pd.Series(dtype=str),
-                         "confidence": pd.Series(dtype=float), "row": pd.Series(dtype=int)})  # fmt: skip
+    return pd.DataFrame({"id": pd.Series(dtype=str), "label": pd.Series(dtype=str), "confidence": pd.Series(dtype=float),
+                         "row": pd.Series(dtype=int), "probs": pd.Series(dtype=object)})  # fmt: skip
 
 
 def check_single_label(task: Task) -> None:
@@ -56,7 +57,7 @@ def read_source_probs(params: Params, paths: Paths, competition: Competition, ta
 
 
 def choose_pseudo_labels(params: Params, paths: Paths, competition: Competition, task: Task) -> pd.DataFrame:
-    """id, label, confidence and row (its position among the test images) of each test image the revision
+    """id, label, confidence, row (its position among the test images) and probs of each test image the revision
     `pseudo_label.source` labels confidently enough; none when it is empty or `first_round` (see
     `select_confident`). Single-label tasks only: a multilabel image has no top class."""
     source = params.pseudo_label.source
@@ -71,13 +72,14 @@ def select_confident(
     probs: np.ndarray, ids: list[str], classes: list[str], threshold: float, *, source: str
 ) -> pd.DataFrame:  # fmt: skip
     """The test images (`probs` (N, K) in the order of `ids`) whose top class probability reaches `threshold`,
-    in that order: id, label (the top class), confidence and row."""
+    in that order: id, label (the top class), confidence, row and probs (its row (K,), renormalised to sum 1)."""
     confidence = probs.max(1) / probs.sum(1)
     keep = np.flatnonzero(confidence >= threshold)
     log.info("pseudo-labels: %d of %d test images reach %.3f in %s", len(keep), len(ids), threshold, source)
+    rows = probs[keep] / probs[keep].sum(1, keepdims=True)  # test_probs.csv's six digits need not sum to 1
     return pd.DataFrame({
         "id": np.asarray(ids, dtype=object)[keep], "label": np.asarray(classes)[probs[keep].argmax(1)],
-        "confidence": confidence[keep].round(6), "row": keep,
+        "confidence": confidence[keep].round(6), "row": keep, "probs": list(rows),
     })  # fmt: skip
 
 
@@ -110,13 +112,19 @@ def predict_test_probs(
 
 
 def with_pseudo_labels(data: FoldData, chosen: pd.DataFrame, competition: Competition, params: Params) -> FoldData:
-    """`data` with the `chosen` test images (decoded like the training images) appended at fold -1."""
+    """`data` with the `chosen` test images (decoded like the training images) appended at fold -1; with
+    `pseudo_label.labels: soft`, `targets` too: one-hot rows for the training images, `probs` for these."""
     if chosen.empty:
         return data
     images = load_test_images(competition, params, data, chosen["row"].tolist())
     classes = data.task.classes
     labels = np.array([classes.index(label) for label in chosen["label"]])
+    targets = None
+    if params.pseudo_label.labels == "soft":  # float32 (N + n, K)
+        one_hot = np.eye(len(classes), dtype=np.float32)[data.labels]
+        targets = np.concatenate([one_hot, np.stack(chosen["probs"]).astype(np.float32)])
     return dataclasses.replace(
         data, images=np.concatenate([data.images, images]), labels=np.concatenate([data.labels, labels]),
         fold_of=np.concatenate([data.fold_of, np.full(len(chosen), TRAIN_ONLY_FOLD)]), train_images=None,
+        targets=targets,
     )  # fmt: skip

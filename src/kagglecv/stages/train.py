@@ -156,7 +156,8 @@ def _train_round(
     spec = resolve_augment(params.augment, params.img_size)
     if params.loader != "dataloader" and build_batch_transforms(spec) is not None:  # the tensor path
         data = dataclasses.replace(data, train_images=resident(images, setup.precision.device))
-    key = resume_key(parallel.trained_params(params), images, data.labels, data.fold_of)
+    arrays = [a for a in (images, data.labels, data.fold_of, data.targets) if a is not None]
+    key = resume_key(parallel.trained_params(params), *arrays)
     store = ResumeStore(key, paths.resume, code=code_hashes())  # an edit of the code trains a fold again
     n_folds = int(data.fold_of.max()) + 1
     seeds = training_seeds(params)
