@@ -6,10 +6,10 @@ submission as the leaderboard would. In a temporary copy of the project, the dat
 committed; then `dvc exp run` makes the shipped recipe (`default`) and two cheap variations of it
 (`seed7`: a second seed, `-S seeds=[7]`, on the same folds; `vgg`: `-S model=vgg_style`, the Food-11
 homework's network), queued and run at once by `dvc queue start`; `python -m kagglecv.blend default
-seed7 vgg` blends them; then a
-pseudo-labelling round (`pseudo`: `-S pseudo_label.source=default`, the recipe with the test digits
-`default` predicted confidently added to every fold's training part) runs in the workspace (a
-queued run's copy cannot resolve another experiment's name), then a member made on other folds
+seed7 vgg` blends them; then two pseudo-labelling rounds (`pseudo`: `-S pseudo_label.source=default`,
+the recipe with the test digits `default` predicted confidently added to every fold's training part
+with its top class; `pseudo_soft`: the same digits with its probabilities as the targets) run in the
+workspace (a queued run's copy cannot resolve another experiment's name), then a member made on other folds
 (`otherfolds`: `-S seed=1`), whose blend with `default` must be refused with nothing written.
 Writes `benchmarks/blend.json` and a BENCHMARKS.md section; each figure is also printed
 as it lands. `--n-folds` and `--epochs` shrink every run for a quick look.
@@ -42,6 +42,7 @@ EXPERIMENTS = {  # name -> dvc exp run -S settings, over the committed params (t
     "seed7": ["seeds=[7]"],
     "vgg": ["model=vgg_style"],
     "pseudo": ["pseudo_label.source=default"],
+    "pseudo_soft": ["pseudo_label.source=default", "pseudo_label.labels=soft"],
     "otherfolds": ["seed=1", "epochs=1", "model=mlp", "pseudo_label.source="],  # after pseudo; the blend must refuse it
 }
 MEMBERS = ("default", "seed7", "vgg")  # blended
@@ -110,7 +111,8 @@ def run_bench(work: Path, repo: Path, overrides: dict, *, mnist: bool = True) ->
     run_queued(project, list(MEMBERS))
     runs = {name: scores(project, name) for name in MEMBERS}
     blend = blend_figures(project)  # printed as it lands, before the pseudo-labelling round
-    runs["pseudo"] = run_experiment(project, "pseudo")  # in the workspace, whose git knows the experiment `default`
+    for name in ("pseudo", "pseudo_soft"):  # in the workspace, whose git knows the experiment `default`
+        runs[name] = run_experiment(project, name)
     return {"runs": runs, "blend": blend, "refusal": check_refusal(project)}
 
 
@@ -158,7 +160,8 @@ def write_report(results: dict) -> None:
         + (f", the machine's load average {load[0]} at the start and {load[1]} at the end" if load else "") + ". "
         "4,000 training and 1,000 hidden test digits (Digit Recognizer). `default`: the shipped params"
         + "".join(f", `{k}: {v}`" for k, v in results["overrides"].items()) + "; "
-        "`seed7`: `-S seeds=[7]`; `vgg`: `-S model=vgg_style`; `pseudo`: `-S pseudo_label.source=default`. "
+        "`seed7`: `-S seeds=[7]`; `vgg`: `-S model=vgg_style`; `pseudo`: `-S pseudo_label.source=default`; "
+        "`pseudo_soft`: the same with `-S pseudo_label.labels=soft`. "
         "The blend's cv figures come from weights fit out of fold; the submission's weights (fit on every "
         f"out-of-fold row): {weights}; the blend took {blend['seconds']} s.\n\n"
         "| run | cv.accuracy | cv.log_loss | hidden-test accuracy | pseudo-labels | train minutes |\n"
