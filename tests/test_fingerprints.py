@@ -87,7 +87,7 @@ def test_the_content_digest_is_read_once_then_remembered(tmp_path, monkeypatch):
 
 
 def counted_stats(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
-    """The paths `fingerprints` stats from now on, in order (one per file each time a set's content key is worked out)."""
+    """The paths `fingerprints` stats from now on, in order: each file once per content key worked out."""
     stats, real = [], fingerprints._stat_line
     monkeypatch.setattr(fingerprints, "_stat_line", lambda path: stats.append(path) or real(path))
     return stats
@@ -103,7 +103,7 @@ def test_a_set_is_fingerprinted_once_for_all_its_cache_entries(tmp_path, monkeyp
     images.load(img_size=8)
     images.load(img_size=4, channels=3)
     assert stats == paths  # each file stat()ed once: one content key for the three entries
-    assert {path.name for path in cache.glob("sizes-*.npy")} == {f"sizes-{keys['sizes']}.npy"}  # the same keys as before
+    assert [path.name for path in cache.glob("sizes-*.npy")] == [f"sizes-{keys['sizes']}.npy"]  # keys as before
     assert f"images-{keys['images']}.npy" in {path.name for path in cache.glob("images-*.npy")}
 
 
