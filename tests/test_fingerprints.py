@@ -9,10 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from kagglecv import fingerprints
 from kagglecv import images as images_module
 from kagglecv.fingerprints import files_key, shared_cache_dir
 from kagglecv.images import FileImages
-from kagglecv.ingest import find_bad_images
+from kagglecv.ingest import find_bad_images, read_competition
+from tests.hardening_fixtures import write_competition
 from tests.test_layouts import write_image
 
 
@@ -82,6 +84,40 @@ def test_the_content_digest_is_read_once_then_remembered(tmp_path, monkeypatch):
     monkeypatch.undo()
     assert files_key(paths, cache, 8) == key
     assert len(memo.read_text().strip()) == 32
+
+
+def counted_stats(monkeypatch: pytest.MonkeyPatch) -> list[Path]:
+    """The paths `fingerprints` stats from now on, in order: each file once per content key worked out."""
+    stats, real = [], fingerprints._stat_line
+    monkeypatch.setattr(fingerprints, "_stat_line", lambda path: stats.append(path) or real(path))
+    return stats
+
+
+def test_a_set_is_fingerprinted_once_for_all_its_cache_entries(tmp_path, monkeypatch):
+    paths = write_set(tmp_path / "raw")
+    cache = tmp_path / "cache"
+    keys = {"sizes": files_key(paths, cache, "sizes"), "images": files_key(paths, cache, 8, 0)}
+    stats = counted_stats(monkeypatch)
+    images = FileImages(tuple(paths), cache)
+    images.sizes()
+    images.load(img_size=8)
+    images.load(img_size=4, channels=3)
+    assert stats == paths  # each file stat()ed once: one content key for the three entries
+    assert [path.name for path in cache.glob("sizes-*.npy")] == [f"sizes-{keys['sizes']}.npy"]  # keys as before
+    assert f"images-{keys['images']}.npy" in {path.name for path in cache.glob("images-*.npy")}
+
+
+def test_a_stage_fingerprints_each_part_once(tmp_path, monkeypatch):
+    raw = tmp_path / "data/raw"
+    write_competition(raw)
+    read_competition(raw)  # checks and caches the verdicts
+    stats = counted_stats(monkeypatch)
+    competition = read_competition(raw)  # as a stage starts: the ingest checks, then sizes and decoded images
+    for images in (competition.train_images, competition.test_images):
+        images.sizes()
+        images.load(img_size=8)
+    expected = [*competition.train_images.paths, *competition.test_images.paths]
+    assert sorted(stats) == sorted(expected) and len(expected) == 16
 
 
 def test_a_missing_file_has_a_key_of_its_own(tmp_path):

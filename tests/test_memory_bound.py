@@ -4,6 +4,8 @@ a memory-mapped decode cache a process keeps at most `memory.MAPPED_BYTES` and t
 from __future__ import annotations
 
 import json
+import os
+import pickle
 import subprocess
 import sys
 import threading
@@ -12,11 +14,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from kagglecv import memory
 from kagglecv.images import FileImages, channel_stats, decode_into
 from kagglecv.loaders import ImageDataset, eval_batches, train_batches
-from kagglecv.memory import MAP_GRANULE, mapped_mb, read_rows
+from kagglecv.memory import MAP_GRANULE, RowReader, mapped_mb, read_blocks, read_rows
 from kagglecv.resume import resume_key
 from tests.conftest import REPO
 
@@ -68,6 +71,58 @@ def test_rows_read_from_the_file_are_the_rows_of_the_map(tmp_path: Path) -> None
     assert mapped_mb(path) == 0
     with pytest.raises(IndexError, match="row 50 is outside the 50 images"):
         read_rows(images, np.array([50]))
+
+
+def test_a_dataset_opens_its_cache_file_once_per_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path, opened = tmp_path / "images.npy", tmp_path / "opened.txt"
+    images, expected = mapped_set(path, n=100), np.load(path)
+    real_open = os.open
+
+    def logged_open(file: str, *args: object, **kwargs: object) -> int:
+        if Path(file) == path:
+            with open(opened, "a") as log:  # io's open: not through os.open
+                log.write(f"{os.getpid()}\n")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr(os, "open", logged_open)
+    dataset = ImageDataset(images, np.zeros(len(images), np.int64))
+    read = torch.stack([dataset[i][0] for i in range(len(dataset))])  # 100 single rows, as the DataLoader path reads
+    assert opened.read_text().split() == [str(os.getpid())]
+    loader = torch.utils.data.DataLoader(dataset, batch_size=10, num_workers=2)  # forked after the file was opened
+    in_workers = torch.cat([x for x, _ in loader])
+    pids = opened.read_text().split()
+    assert len(pids) == len(set(pids)) == 3, pids  # this process, then each worker its own
+    for x in (read, in_workers):
+        np.testing.assert_array_equal(x.permute(0, 2, 3, 1).numpy(), expected)  # (N, C, H, W) -> (N, H, W, C)
+    assert mapped_mb(path) == 0
+
+
+def test_readers_leave_no_descriptor_open(tmp_path: Path) -> None:
+    path = tmp_path / "images.npy"
+    images, expected = mapped_set(path, n=20), np.load(path)
+    before = len(os.listdir("/proc/self/fd"))
+    for i in range(50):
+        dataset = ImageDataset(images, None)  # the last one's reader is collected with it
+        np.testing.assert_array_equal(dataset[i % 20][0].permute(1, 2, 0).numpy(), expected[i % 20])
+        np.testing.assert_array_equal(read_rows(images, np.array([i % 20])), expected[[i % 20]])
+    reader = RowReader(images)
+    reader.read(np.array([1]))
+    copy = pickle.loads(pickle.dumps(reader))  # as a process that is not forked gets it: opens a file of its own
+    np.testing.assert_array_equal(copy.read(np.array([2, 1])), expected[[2, 1]])
+    reader.close()
+    del dataset, copy
+    assert len(os.listdir("/proc/self/fd")) == before
+
+
+def test_blocks_come_with_their_start_and_leave_the_set_unmapped(tmp_path: Path, limit: int) -> None:
+    path = tmp_path / "images.npy"
+    images, expected = mapped_set(path, n=50), np.load(path)
+    starts = []
+    for start, block in read_blocks(images, 16):
+        starts.append(start)
+        np.testing.assert_array_equal(block, expected[start : start + 16])
+    assert starts == [0, 16, 32, 48]
+    assert mapped_mb(path) == 0
 
 
 def test_passes_over_the_whole_set_leave_it_unmapped(tmp_path: Path, limit: int) -> None:

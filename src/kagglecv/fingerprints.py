@@ -67,9 +67,9 @@ def content_digest(paths: Sequence[Path]) -> str:
     return digest.hexdigest()
 
 
-def files_key(paths: Sequence[Path], cache_dir: Path | None, *extra: object) -> str:
-    """A 16-hex key for a cache entry of `paths` (and `extra`: sizes, versions): their content's digest,
-    remembered in `cache_dir` under their paths, sizes and modification times."""
+def content_key(paths: Sequence[Path], cache_dir: Path | None) -> str:
+    """The digest of the bytes of `paths` (32 hex), remembered in `cache_dir` under their paths, sizes and
+    modification times, so an unchanged set is only `stat()`ed."""
     stat_key = hashlib.sha1("".join(_stat_line(path) for path in paths).encode()).hexdigest()[:16]
     memo = cache_dir / f"files-{stat_key}.txt" if cache_dir is not None else None
     found = memo.read_text().strip() if memo is not None and memo.is_file() else ""
@@ -77,4 +77,14 @@ def files_key(paths: Sequence[Path], cache_dir: Path | None, *extra: object) -> 
     if memo is not None and content != found:
         with atomic_path(memo) as tmp:
             tmp.write_text(content + "\n")
+    return content
+
+
+def entry_key(content: str, *extra: object) -> str:
+    """A 16-hex key for a cache entry of the files whose `content_key` is `content` (and `extra`: sizes, versions)."""
     return hashlib.sha1(" ".join(map(str, (*extra, content))).encode()).hexdigest()[:16]
+
+
+def files_key(paths: Sequence[Path], cache_dir: Path | None, *extra: object) -> str:
+    """`entry_key` of `paths`: a set whose entries are keyed more than once computes `content_key` once."""
+    return entry_key(content_key(paths, cache_dir), *extra)

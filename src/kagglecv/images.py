@@ -6,8 +6,8 @@ returns that file memory-mapped: (N, S, S, C) uint8 that lives in the page cache
 process's anonymous memory, so a set larger than RAM still trains (batches are gathered from the
 map, see `kagglecv.loaders`). At most one full-resolution image per decoding thread exists at a
 time. The cache is keyed by the files' content (`kagglecv.fingerprints`: a queued experiment's copy of
-the workspace finds it too), the size and the channel count, and written atomically, so an interrupted
-decode leaves no half file.
+the workspace finds it too; worked out once per set, `FileImages.content`), the size and the channel
+count, and written atomically, so an interrupted decode leaves no half file.
 `ArrayImages` holds images that arrive as pixels (pixel CSVs, the embedded digits).
 """
 
@@ -19,6 +19,7 @@ import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import cv2
@@ -29,7 +30,7 @@ from PIL import Image
 from kagglecv import distributed
 from kagglecv.artifacts import atomic_path, read_cached_array
 from kagglecv.data import CompetitionError, ImageSource
-from kagglecv.fingerprints import files_key
+from kagglecv.fingerprints import content_key, entry_key
 from kagglecv.memory import PageBudget, read_blocks, release_pages
 from kagglecv.params import Params, ParamsError
 from kagglecv.progress import Progress
@@ -138,7 +139,7 @@ def channel_stats(images: np.ndarray) -> tuple[list[float], list[float]]:
     counts of the 256 values taken a block at a time (no float copy of the set)."""
     c = images.shape[-1]
     counts = np.zeros((c, 256), np.int64)
-    for block in read_blocks(images, STATS_CHUNK):
+    for _, block in read_blocks(images, STATS_CHUNK):
         block = np.asarray(block).reshape(-1, c)
         for k in range(c):
             counts[k] += np.bincount(block[:, k], minlength=256)
@@ -195,8 +196,14 @@ class FileImages:
             self._loaded[key] = self._load_cached(img_size, channels)
         return self._loaded[key]
 
+    @cached_property
+    def content(self) -> str:
+        """The files' `fingerprints.content_key`, computed once for every cache entry of the set (sizes,
+        decoded images, ingest verdicts)."""
+        return content_key(self.paths, self.cache_dir)
+
     def _digest(self, *extra: object) -> str:
-        return files_key(self.paths, self.cache_dir, *extra)
+        return entry_key(self.content, *extra)
 
     def _load_cached(self, img_size: int, channels: int) -> np.ndarray:
         if self.cache_dir is None:
@@ -220,7 +227,7 @@ class FileImages:
             if wide != tmp:
                 final = open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(n, img_size, img_size, 3 if colour else 1))
                 written = PageBudget(final)
-                for start, block in zip(range(0, n, CHUNK * 16), read_blocks(out, CHUNK * 16)):
+                for start, block in read_blocks(out, CHUNK * 16):
                     final[start : start + len(block)] = block[..., : final.shape[-1]]
                     written.read(len(block), contiguous=True)
                 final.flush()

@@ -40,7 +40,7 @@ from PIL import Image, UnidentifiedImageError
 
 from kagglecv.artifacts import read_cached_json, write_json
 from kagglecv.data import Competition, CompetitionError, ImageSource, IngestProblem
-from kagglecv.fingerprints import files_key
+from kagglecv.fingerprints import content_key, entry_key
 from kagglecv.images import FileImages
 from kagglecv.layouts import LAYOUTS, detect_layout, read_labels_csv
 from kagglecv.progress import Progress
@@ -79,10 +79,15 @@ def check_image(path: Path, max_pixels: int | None = None) -> str | None:
     return None
 
 
-def find_bad_images(paths: Sequence[Path], cache_dir: Path | None, max_pixels: int | None = None) -> dict[int, str]:
+def find_bad_images(
+    paths: Sequence[Path], cache_dir: Path | None, max_pixels: int | None = None, *, content: str | None = None
+) -> dict[int, str]:
     """Index -> what is wrong, for each of `paths` that does not decode or has more than `max_pixels`;
-    cached in `cache_dir`."""
-    cached = cache_dir / f"checked-{files_key(paths, cache_dir, 'check_image v2', max_pixels)}.json" if cache_dir else None
+    cached in `cache_dir` under their `fingerprints.content_key` (`content` when known already)."""
+    cached = None
+    if cache_dir is not None:
+        key = entry_key(content or content_key(paths, cache_dir), "check_image v2", max_pixels)
+        cached = cache_dir / f"checked-{key}.json"
     if cached is not None and (verdicts := read_cached_json(cached)) is not None:
         return {int(i): reason for i, reason in verdicts.items()}
     verdicts = []
@@ -195,7 +200,9 @@ def _add_bad_images(
     if not isinstance(images, FileImages):
         return  # pixel CSVs hold no files to decode
     todo = [i for i in range(len(images)) if i not in found]
-    for j, why in find_bad_images([images.paths[i] for i in todo], images.cache_dir, max_pixels).items():
+    content = images.content if images.cache_dir is not None and len(todo) == len(images) else None  # the set's key
+    bad = find_bad_images([images.paths[i] for i in todo], images.cache_dir, max_pixels, content=content)
+    for j, why in bad.items():
         found[todo[j]] = (_file(c, images.paths[todo[j]]), why)
 
 

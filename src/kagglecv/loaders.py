@@ -30,7 +30,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from kagglecv.batch_transforms import build_batch_transforms, resize_batch
-from kagglecv.memory import read_blocks, read_rows
+from kagglecv.memory import RowReader, read_blocks, read_rows
 from kagglecv.transforms import apply_transforms, build_transforms
 
 RESIDENT_SHARE = 0.25  # a training set up to this share of the GPU's memory is copied there once
@@ -40,13 +40,14 @@ BatchOp = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 
 class ImageDataset(torch.utils.data.Dataset):
     """The uint8 images (N, H, W, C) at `rows` (all by default; `labels` are theirs), each through
-    `transform` and brought to `size`; yields ((C, H, W) uint8 tensor, label)."""
+    `transform` and brought to `size`; yields ((C, H, W) uint8 tensor, label). A memory-mapped cache's file
+    is opened once in each process that reads it (`memory.RowReader`)."""
 
     def __init__(
         self, images: np.ndarray, labels: np.ndarray | None, transform: A.Compose | None = None, *,
         rows: np.ndarray | None = None, size: int | None = None,
     ) -> None:  # fmt: skip
-        self.images = images
+        self.images, self.reader = images, RowReader(images)
         self.rows = np.arange(len(images)) if rows is None else np.asarray(rows, dtype=np.int64)
         self.labels = labels
         self.transform = transform
@@ -56,7 +57,7 @@ class ImageDataset(torch.utils.data.Dataset):
         return len(self.rows)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
-        image = read_rows(self.images, self.rows[i : i + 1])[0]  # from the cache file, never mapped
+        image = self.reader.read(self.rows[i : i + 1])[0]  # from the cache file, never mapped
         if self.transform is not None:
             image = self.transform(image=image)["image"]
             if image.ndim == 2:  # some transforms drop a single channel axis
@@ -154,7 +155,7 @@ def resident(images: np.ndarray, device: torch.device | str) -> np.ndarray | tor
         return images
     out = torch.empty((len(images), images.shape[3], images.shape[1], images.shape[2]), dtype=torch.uint8, device=device)
     step = 1024
-    for start, block in zip(range(0, len(images), step), read_blocks(images, step)):
+    for start, block in read_blocks(images, step):
         out[start : start + len(block)] = gather(block, np.arange(len(block)), device)
     return out
 

@@ -73,24 +73,59 @@ def mapped_mb(path: Path) -> float:
 def read_rows(images: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """`images[rows]`, a copy in memory. Rows of a whole memory-mapped `.npy` (as `np.load(mmap_mode="r")`
     gives it) are read from its file with `pread`, so none of its pages is mapped; the page cache
-    serves them all the same. Of a view of a map (or without `os.preadv`), the pages read are unmapped again."""
-    whole_map = isinstance(getattr(images, "base", None), mmap.mmap) and images.flags.c_contiguous
-    if not whole_map or not hasattr(os, "preadv"):
-        out = np.asarray(images[rows])
-        release_pages(images)  # in memory: nothing to do
-        return out
-    out = np.empty((len(rows), *images.shape[1:]), images.dtype)
-    row_bytes = out[0].nbytes if len(out) else 0
-    fd = os.open(images.filename, os.O_RDONLY)
+    serves them all the same. Of a view of a map (or without `os.preadv`), the pages read are unmapped again.
+    Opens the file for this call alone; a `RowReader` keeps it open for many."""
+    reader = RowReader(images)
     try:
+        return reader.read(rows)
+    finally:
+        reader.close()
+
+
+class RowReader:
+    """`read_rows` over one set, the file of a memory-mapped `images` opened once per process: on the first
+    read in the process that reads (a DataLoader worker forked after it opens its own), closed by `close()`
+    or when the reader is collected."""
+
+    def __init__(self, images: np.ndarray) -> None:
+        self.images = images
+        self._fd, self._pid = -1, 0  # the open file and the process that opened it
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_fd": -1, "_pid": 0}  # a descriptor means nothing in another process
+
+    def __del__(self) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Close the file if this process opened it."""
+        if self._fd >= 0 and self._pid == os.getpid():
+            os.close(self._fd)
+        self._fd, self._pid = -1, 0
+
+    def _file(self) -> int:
+        if self._pid != os.getpid():
+            if self._fd >= 0:
+                os.close(self._fd)  # the parent's, inherited through fork: this process's copy only
+            self._fd, self._pid = os.open(self.images.filename, os.O_RDONLY), os.getpid()
+        return self._fd
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        """`images[rows]`, a copy in memory, as `read_rows` reads it."""
+        images = self.images
+        whole_map = isinstance(getattr(images, "base", None), mmap.mmap) and images.flags.c_contiguous
+        if not whole_map or not hasattr(os, "preadv"):
+            out = np.asarray(images[rows])
+            release_pages(images)  # in memory: nothing to do
+            return out
+        out = np.empty((len(rows), *images.shape[1:]), images.dtype)
+        row_bytes = out[0].nbytes if len(out) else 0
         for i, row in enumerate(np.asarray(rows, np.int64).reshape(-1)):
             if not 0 <= row < len(images):
                 raise IndexError(f"row {row} is outside the {len(images)} images")
-            if os.preadv(fd, [out[i]], images.offset + int(row) * row_bytes) != row_bytes:
+            if os.preadv(self._file(), [out[i]], images.offset + int(row) * row_bytes) != row_bytes:
                 raise OSError(f"{images.filename}: shorter than its header says; delete it to decode again")
-    finally:
-        os.close(fd)
-    return out
+        return out
 
 
 class PageBudget:
@@ -111,13 +146,14 @@ class PageBudget:
             self.mapped = 0
 
 
-def read_blocks(images: np.ndarray, rows: int) -> Iterator[np.ndarray]:
-    """Consecutive blocks of `rows` rows of `images` (views), a memory-mapped set's pages unmapped as they
-    add up to `MAPPED_BYTES`, so a pass over the whole set keeps only about that much of it resident."""
+def read_blocks(images: np.ndarray, rows: int) -> Iterator[tuple[int, np.ndarray]]:
+    """(start, block) for consecutive blocks of `rows` rows of `images` (views: `images[start : start + rows]`),
+    a memory-mapped set's pages unmapped as they add up to `MAPPED_BYTES`, so a pass over the whole set keeps
+    only about that much of it resident."""
     budget = PageBudget(images)
     for start in range(0, len(images), rows):
         block = images[start : start + rows]
-        yield block
+        yield start, block
         budget.read(len(block), contiguous=True)
     release_pages(images)
 

@@ -55,7 +55,7 @@ def resume_key(params: dict, *arrays: np.ndarray, files: tuple[Path, ...] = ()) 
     for array in arrays:
         digest.update(str((array.shape, array.dtype)).encode())
         step = max(1, (64 << 20) // max(1, array[:1].nbytes))  # 64 MB at a time: a memory-mapped set is never copied whole
-        for block in read_blocks(array, step):
+        for _, block in read_blocks(array, step):
             digest.update(np.ascontiguousarray(block).data)
     for path in files:
         digest.update(Path(path).read_bytes())
