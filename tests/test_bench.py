@@ -38,9 +38,11 @@ def test_report_replaces_only_its_own_section(results, tmp_path):
     assert json.loads((tmp_path / "results.json").read_text())["efficiency"] == results["efficiency"]
 
 
-def test_naive_side_replays_the_configured_shift():
-    assert bench.max_shift_of([{"Affine": {"translate_px": {"x": [-2, 2], "y": [-3, 3]}, "p": 1.0}}]) == 3
-    assert bench.max_shift_of([{"HorizontalFlip": {"p": 0.5}}]) == 0
+def test_naive_side_replays_the_configured_affine():
+    spec = [{"Affine": {"translate_px": {"x": [-2, 2], "y": [-3, 3]}, "rotate": [-15, 15], "scale": [0.85, 1.15], "p": 1.0}}]
+    assert bench.naive_affine_of(spec) == bench.NaiveAffine(3, 15.0, (0.85, 1.15))
+    assert bench.naive_affine_of([{"Affine": {"translate_px": 2, "rotate": 10}}]) == bench.NaiveAffine(2, 10.0, None)
+    assert bench.naive_affine_of([{"HorizontalFlip": {"p": 0.5}}]) == bench.NaiveAffine()
 
 
 @pytest.mark.slow

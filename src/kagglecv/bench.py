@@ -8,7 +8,7 @@ ratio is taken side by side in one run and each figure is a median over `--repea
 - `compute_limit_images_per_s`: forward, backward and optimiser step on one batch already on
   the device, in a tight loop;
 - `naive_images_per_s`: the tutorials' recipe: a PIL image per sample through torchvision's
-  RandomAffine (the same shift), ToTensor and Normalize in a DataLoader;
+  RandomAffine (the same shifts, rotations and zooms), ToTensor and Normalize in a DataLoader;
 - `predict_images_per_s`, `peak_rss_mb` of this process, and `noop_repro_s` (`dvc repro` with
   nothing to do, in a temporary copy of the project).
 Writes `benchmarks/results.json` and the matching section of `BENCHMARKS.md`.
@@ -62,13 +62,13 @@ def make_workload(n: int, size: int = 28, seed: int = 0) -> tuple[np.ndarray, np
 class _NaiveDataset(torch.utils.data.Dataset):
     """The tutorials' dataset: one PIL image per sample through torchvision transforms."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, max_shift: int) -> None:
+    def __init__(self, images: np.ndarray, labels: np.ndarray, affine: NaiveAffine) -> None:
         import torchvision.transforms as T
 
         self.images, self.labels = images[..., 0], labels
         side = images.shape[1]
         self.transform = T.Compose([
-            T.RandomAffine(0, translate=(max_shift / side, max_shift / side)),
+            T.RandomAffine(affine.degrees, translate=(affine.shift / side, affine.shift / side), scale=affine.scale),
             T.ToTensor(), T.Normalize((0.5,), (0.25,)),
         ])  # fmt: skip
 
@@ -81,11 +81,11 @@ class _NaiveDataset(torch.utils.data.Dataset):
         return self.transform(Image.fromarray(self.images[i])), int(self.labels[i])
 
 
-def time_naive(params, precision, images, labels, steps: int, trainer: Trainer, max_shift: int) -> float:
+def time_naive(params, precision, images, labels, steps: int, trainer: Trainer, affine: NaiveAffine) -> float:
     """Images/s of the tutorials' recipe: PIL images through torchvision transforms in a DataLoader."""
     model, optimizer, loss_fn = trainer.model, trainer.optimizer, trainer.loss_fn
     model.train()
-    loader = torch.utils.data.DataLoader(_NaiveDataset(images, labels, max_shift), batch_size=params.batch_size,
+    loader = torch.utils.data.DataLoader(_NaiveDataset(images, labels, affine), batch_size=params.batch_size,
                                          shuffle=True, num_workers=params.num_workers)  # fmt: skip
     seen = 0
     sync(precision)
@@ -102,10 +102,22 @@ def time_naive(params, precision, images, labels, steps: int, trainer: Trainer, 
     return seen / (time.perf_counter() - start)
 
 
-def max_shift_of(spec: list[dict]) -> int:
-    """The largest pixel shift in the augment spec (the naive side replays it with torchvision)."""
-    found = [abs(int(v)) for v in re.findall(r"-?\d+", json.dumps([e.get("Affine", {}).get("translate_px") for e in spec]))]
-    return max(found, default=0)
+@dataclasses.dataclass(frozen=True)
+class NaiveAffine:
+    """The augment spec's Affine as torchvision's RandomAffine replays it on the naive side."""
+
+    shift: int = 0  # the largest whole-pixel shift
+    degrees: float = 0.0  # rotations in [-degrees, degrees]
+    scale: tuple[float, float] | None = None
+
+
+def naive_affine_of(spec: list[dict]) -> NaiveAffine:
+    """The largest shift, rotation and zoom range of the augment spec's Affine entries."""
+    affines = [e["Affine"] for e in spec if "Affine" in e]
+    shifts = [abs(int(v)) for v in re.findall(r"-?\d+", json.dumps([a.get("translate_px") for a in affines]))]
+    degrees = [abs(float(v)) for a in affines for v in np.atleast_1d(a.get("rotate", 0))]
+    scales = [float(v) for a in affines if "scale" in a for v in np.atleast_1d(a["scale"])]
+    return NaiveAffine(max(shifts, default=0), max(degrees, default=0.0), (min(scales), max(scales)) if scales else None)
 
 
 def time_noop_repro(repeats: int) -> float:
@@ -135,7 +147,7 @@ def run(
     params = dataclasses.replace(params, img_size=28, cache_size=28)  # the MNIST shape
     precision = select_precision(params.amp, device)
     images, labels = make_workload(n_images)
-    shift = max_shift_of(resolve_augment(params.augment, params.img_size))
+    affine = naive_affine_of(resolve_augment(params.augment, params.img_size))
     trainer, naive_trainer = (
         fresh_trainer(params, precision, steps_per_epoch=n_images // params.batch_size, num_classes=10, in_chans=1)
         for _ in range(2)
@@ -144,7 +156,7 @@ def run(
     runs = interleave({
         "train": lambda r: time_stage_path(params, precision, images, labels, epoch=r + 1, **timed),
         "limit": lambda r: time_compute_limit(params, precision, images, labels, **timed),  # the same model
-        "naive": lambda r: time_naive(params, precision, images, labels, steps, naive_trainer, shift),
+        "naive": lambda r: time_naive(params, precision, images, labels, steps, naive_trainer, affine),
     }, repeats)  # fmt: skip
     fast, limit, naive = runs["train"], runs["limit"], runs["naive"]
     test = images[:10_000]

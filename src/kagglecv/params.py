@@ -146,7 +146,8 @@ class Params:
     data: DataParams = DataParams()
     pseudo_label: PseudoLabelParams = PseudoLabelParams()
     augment: Augment | Literal["auto"] = field(default_factory=lambda: [
-        {"Affine": {"translate_px": {"x": [-2, 2], "y": [-2, 2]}, "p": 1.0}}])  # training; auto: chosen by img_size
+        {"Affine": {"translate_px": {"x": [-2, 2], "y": [-2, 2]}, "rotate": [-15, 15], "scale": [0.85, 1.15], "p": 1.0}}
+    ])  # training; auto: chosen by img_size
     augment_test: Augment = field(default_factory=list)  # deterministic, before every prediction
 
 
