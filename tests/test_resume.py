@@ -108,3 +108,14 @@ def test_folds_trained_separately_are_gathered(digits_paths, caplog):
         assert set(train.run(params, digits_paths)["folds"]) == {"0", "1"}
     assert "fold 1: finished by an earlier, interrupted run; reusing its results" in caplog.text
     assert digits_paths.oof.exists()
+
+
+def test_the_eta_of_a_subset_of_folds_counts_those_folds(digits_paths, caplog):
+    """A worker or `--folds 1` trains fold 1 alone: its first epoch still has one epoch to go."""
+    params = dataclasses.replace(PARAMS, epochs=2, model="softmax_regression", mixup=MixupParams(), tta=[])
+    split.run(params, digits_paths)
+    with caplog.at_level(logging.INFO, logger="kagglecv.train"):
+        train.run(params, digits_paths, only_folds={1})
+    lines = [r.getMessage() for r in caplog.records if "fold 2/2 epoch" in r.getMessage()]
+    assert len(lines) == 2
+    assert "eta at most" in lines[0] and lines[1].endswith("eta 0s (last epoch)")

@@ -173,9 +173,9 @@ def _train_round(
         parallel.train_folds(task, sorted(folds), params.parallel, store)
     oof = np.zeros((len(images), len(data.task.classes)), np.float32)
     summary, states = {}, {}
-    for fold in sorted(folds):
+    for place, fold in enumerate(sorted(folds)):  # the clock counts the folds trained here (a worker's: one)
         results = [_train_seed(fold, run, seed, params, data, setup, store, paths, clock, n_folds, outputs=outputs,
-                               slot=(runs if after else 0) + fold * len(seeds) + run, round_name=name)
+                               slot=(runs if after else 0) + place * len(seeds) + run, round_name=name)
                    for run, seed in enumerate(seeds)]  # fmt: skip
         probs = [r["oof_probs"] for r in results]
         oof[data.fold_of == fold] = probs[0] if len(probs) == 1 else np.mean(probs, axis=0)  # seeds averaged
