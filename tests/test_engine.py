@@ -71,6 +71,9 @@ def test_channels_last_inputs():
     precision = select_precision("off", "cpu", channels_last=True)
     x = engine.to_input(torch.zeros(2, 3, 4, 4, dtype=torch.uint8), torch.zeros(3), torch.ones(3), precision)
     assert x.is_contiguous(memory_format=torch.channels_last)
+    grey = torch.zeros(2, 1, 4, 4, dtype=torch.uint8)  # NCHW strides, as grid_sample's output has
+    x = engine.to_input(grey, torch.zeros(1), torch.ones(1), precision)
+    assert x.stride() == (16, 1, 4, 1)  # NHWC strides: the convolutions take the channels-last path
 
 
 @pytest.mark.slow  # torch.compile
