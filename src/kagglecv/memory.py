@@ -120,10 +120,11 @@ class RowReader:
             return out
         out = np.empty((len(rows), *images.shape[1:]), images.dtype)
         row_bytes = out[0].nbytes if len(out) else 0
+        fd = self._file()
         for i, row in enumerate(np.asarray(rows, np.int64).reshape(-1)):
             if not 0 <= row < len(images):
                 raise IndexError(f"row {row} is outside the {len(images)} images")
-            if os.preadv(self._file(), [out[i]], images.offset + int(row) * row_bytes) != row_bytes:
+            if os.preadv(fd, [out[i]], images.offset + int(row) * row_bytes) != row_bytes:
                 raise OSError(f"{images.filename}: shorter than its header says; delete it to decode again")
         return out
 

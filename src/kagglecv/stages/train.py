@@ -164,7 +164,7 @@ def _train_round(
     runs = len(folds) * len(seeds)
     plan = after.plan if after else plan_epochs(params, data, setup, folds=runs * rounds, started=started, store=store)
     params = dataclasses.replace(params, epochs=plan.epochs)  # every fold alike, so the CV stays comparable
-    clock = after.clock if after else EtaClock(runs * rounds, params.epochs, runs=len(seeds))
+    clock = after.clock if after else EtaClock(runs * rounds, params.epochs)
     name = "" if after is None and rounds == 1 else f"round {2 if after else 1}/2 "
     if name:
         log.info("%s: the folds %s pseudo-labels", name.strip(), "with the" if after else "without")
@@ -287,8 +287,8 @@ class EtaClock:
     Epochs left are those of the current fold and of every later one: an upper bound, since early
     stopping may end a fold sooner, and exactly 0 once the last epoch is done."""
 
-    def __init__(self, n_folds: int, epochs: int, runs: int = 1) -> None:
-        self.n_folds, self.epochs, self.runs = n_folds, epochs, runs
+    def __init__(self, n_folds: int, epochs: int) -> None:
+        self.n_folds, self.epochs = n_folds, epochs
         self.trained = 0
         self.seconds = 0.0
 
